@@ -1,0 +1,46 @@
+"""sqla_jobs: background jobs that live in your SQLAlchemy application's own database.
+
+>>> class SendEmail(Task, name="send_email", queue="mail"):
+...     to: str
+...     async def run(self, ctx: JobContext) -> None: ...
+>>> session.add(enqueue(SendEmail(to="a@example.com"), context="signup"))
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from .context import JobContext as JobContext
+from .enqueue import enqueue as enqueue
+from .errors import ConfigurationError as ConfigurationError
+from .errors import DuplicateTaskNameError as DuplicateTaskNameError
+from .errors import EnqueueError as EnqueueError
+from .errors import PayloadError as PayloadError
+from .errors import SqlaJobsError as SqlaJobsError
+from .errors import UnknownTaskError as UnknownTaskError
+from .models import DeadLetterJob as DeadLetterJob
+from .models import Job as Job
+from .settings import Settings as Settings
+from .tasks import Task as Task
+from .worker import Worker as Worker
+
+__all__ = [
+    "ConfigurationError",
+    "DeadLetterJob",
+    "DuplicateTaskNameError",
+    "EnqueueError",
+    "Job",
+    "JobContext",
+    "PayloadError",
+    "Settings",
+    "SqlaJobsError",
+    "Task",
+    "UnknownTaskError",
+    "Worker",
+    "enqueue",
+]
+
+__version__ = "0.1.0"
+
+# A library stays silent until the application (or our CLI) enables it.
+logger.disable("sqla_jobs")

@@ -1,0 +1,59 @@
+"""Dialect-specific SQL: each engine gets a `JobStatements` that builds (never runs) statements.
+
+The builders do no I/O; the worker executes them in its own short transactions. Every write to
+a claimed row is guarded by ``locked_by = worker_id``: 0 rows affected means the lock was lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import Delete, Insert, Update
+
+from sqla_jobs.errors import ConfigurationError
+
+
+class JobStatements(Protocol):
+    """The statements a worker needs, built for one SQL dialect."""
+
+    def claim_jobs(
+        self, *, worker_id: str, queues: Sequence[str], limit: int, lock_timeout: timedelta
+    ) -> Update:
+        """Lock up to `limit` due jobs for `worker_id`, best first, and return them."""
+        ...
+
+    def complete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Delete:
+        """Delete the jobs `worker_id` still holds among `job_ids`."""
+        ...
+
+    def retry_job(
+        self, *, worker_id: str, job_id: uuid.UUID, error: str, delay: timedelta
+    ) -> Update:
+        """Record a failure and unlock the job, due again `delay` from now."""
+        ...
+
+    def dead_letter_job(
+        self, *, worker_id: str, job_id: uuid.UUID, error: str
+    ) -> tuple[Insert, Delete]:
+        """Copy the job into the dead-letter table, then delete it (run both in one transaction)."""
+        ...
+
+    def release_locks(self, *, worker_id: str) -> Update:
+        """Unlock every job `worker_id` holds, so any worker can claim them at once."""
+        ...
+
+
+def statements_for(dialect_name: str) -> JobStatements:
+    """Return the statement builders for a SQLAlchemy dialect name (``engine.dialect.name``)."""
+    if dialect_name == "postgresql":
+        from .postgresql import PostgreSQLStatements
+
+        return PostgreSQLStatements()
+    if dialect_name == "sqlite":
+        from .sqlite import SQLiteStatements
+
+        return SQLiteStatements()
+    raise ConfigurationError(f"sqla_jobs supports PostgreSQL and SQLite, not {dialect_name!r}")

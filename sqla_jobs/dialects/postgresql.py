@@ -1,0 +1,49 @@
+"""PostgreSQL statements: the claim takes row locks with FOR UPDATE SKIP LOCKED."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import Update, or_, select, update
+
+from sqla_jobs.clock import db_now, db_now_plus
+from sqla_jobs.models import Job
+
+from ._shared import CLAIMED_COLUMNS, SharedStatements
+
+
+class PostgreSQLStatements(SharedStatements):
+    """Statements for PostgreSQL, where many workers on many hosts share one queue."""
+
+    def claim_jobs(
+        self, *, worker_id: str, queues: Sequence[str], limit: int, lock_timeout: timedelta
+    ) -> Update:
+        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+
+        SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing
+        behind them; a lock older than `lock_timeout` counts as abandoned.
+        """
+        due = (
+            select(Job.id)
+            .where(
+                Job.queue.in_(queues),
+                Job.run_at <= db_now(),
+                or_(
+                    Job.locked_at.is_(None),
+                    Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),
+                ),
+            )
+            .order_by(Job.priority.desc(), Job.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+            # Materialised so the planner cannot re-run the LIMITed lock per outer row.
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        return (
+            update(Job)
+            .where(Job.id.in_(select(due.c.id)))
+            .values(locked_by=worker_id, locked_at=db_now())
+            .returning(*CLAIMED_COLUMNS)
+        )

@@ -1,0 +1,45 @@
+"""SQLite statements: no row locks; one UPDATE is atomic under SQLite's database write lock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import Update, or_, select, update
+
+from sqla_jobs.clock import db_now, db_now_plus
+from sqla_jobs.models import Job
+
+from ._shared import CLAIMED_COLUMNS, SharedStatements
+
+
+class SQLiteStatements(SharedStatements):
+    """Statements for SQLite: the embedded default for laptops, examples and small deployments."""
+
+    def claim_jobs(
+        self, *, worker_id: str, queues: Sequence[str], limit: int, lock_timeout: timedelta
+    ) -> Update:
+        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+
+        SQLite serialises writers, so selecting and marking the rows in one UPDATE is enough
+        to keep two workers from claiming the same job.
+        """
+        due = (
+            select(Job.id)
+            .where(
+                Job.queue.in_(queues),
+                Job.run_at <= db_now(),
+                or_(
+                    Job.locked_at.is_(None),
+                    Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),
+                ),
+            )
+            .order_by(Job.priority.desc(), Job.created_at)
+            .limit(limit)
+        )
+        return (
+            update(Job)
+            .where(Job.id.in_(due.scalar_subquery()))
+            .values(locked_by=worker_id, locked_at=db_now())
+            .returning(*CLAIMED_COLUMNS)
+        )

@@ -1,0 +1,91 @@
+"""The ORM models: `Job` (a pending or running job) and `DeadLetterJob` (one that gave up).
+
+A job's life is its row: inserted by `enqueue()` in the application's transaction, locked by a
+worker (`locked_by`, `locked_at`), then deleted on success, rescheduled on failure, or moved to
+`sqla_jobs_dead_letter_job` once its retries are spent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Index, Integer, MetaData, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .clock import UTCDateTime, db_now
+
+JSONObject = dict[str, Any]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Payload = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """The declarative base of sqla_jobs' own tables; its metadata is what the migrations create."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), JSONObject: Payload}
+
+
+class Job(Base):
+    """A job waiting to run, or running under a worker's lock."""
+
+    __tablename__ = "sqla_jobs_job"
+    # Fetch server defaults (created_at, run_at) with RETURNING at flush, so they are readable
+    # afterwards even from an AsyncSession, where a lazy load would need I/O.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy declares it
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[JSONObject]
+    queue: Mapped[str] = mapped_column(String(255), server_default="default")
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    run_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    context: Mapped[str] = mapped_column(Text, server_default="")
+    error_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    last_failed_at: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(255))
+    locked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Serves the claim: equality on queue, then the claim's order, so a single-queue claim
+        # reads the index in order and stops after LIMIT rows.
+        Index("ix_sqla_jobs_job_claim", "queue", priority.desc(), "created_at"),
+        Index("ix_sqla_jobs_job_locked_by", "locked_by"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name!r} queue={self.queue!r} errors={self.error_count}>"
+
+
+class DeadLetterJob(Base):
+    """A job that failed more than its `max_retries` allow, kept for inspection and replay."""
+
+    __tablename__ = "sqla_jobs_dead_letter_job"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    original_job_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[JSONObject]
+    queue: Mapped[str] = mapped_column(String(255))
+    priority: Mapped[int] = mapped_column(Integer)
+    context: Mapped[str] = mapped_column(Text)
+    error_count: Mapped[int] = mapped_column(Integer)
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    failed_at: Mapped[datetime] = mapped_column(server_default=db_now(), index=True)
+
+    def __repr__(self) -> str:
+        return f"<DeadLetterJob {self.id} {self.name!r} original={self.original_job_id}>"

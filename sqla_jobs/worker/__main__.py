@@ -1,0 +1,9 @@
+"""``python -m sqla_jobs.worker``: run a worker from settings and flags."""
+
+from __future__ import annotations
+
+import sys
+
+from sqla_jobs.cli import worker_main
+
+sys.exit(worker_main())
