@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from . import log
 from .errors import ConfigurationError
 from .settings import Settings
-from .urls import display_url
+from .supervisor import Supervisor
 from .worker import Worker
 
 
@@ -60,6 +60,9 @@ def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--queues", help="comma-separated queues (default: those of the tasks)")
     parser.add_argument("--concurrency", type=int, help="jobs run at once")
+    parser.add_argument(
+        "--processes", type=_at_least_one, help="worker processes under one supervisor (default 1)"
+    )
     parser.add_argument("--database-url", help="overrides SQLA_JOBS_DATABASE_URL")
     parser.add_argument("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
@@ -81,15 +84,14 @@ def _migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args, ["database_url"])
     log.configure(settings)
-    url = settings.database_url.get_secret_value()
-    logger.info("applying migrations", database=display_url(url), revision=args.revision)
-    upgrade(url, args.revision)
-    logger.info("migrations applied")
+    upgrade(settings.database_url.get_secret_value(), args.revision)
     return 0
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    settings = _settings(args, ["queues", "concurrency", "database_url", "log_level", "log_json"])
+    settings = _settings(
+        args, ["queues", "concurrency", "processes", "database_url", "log_level", "log_json"]
+    )
     log.configure(settings)
     try:
         _import_all([*settings.imports, *args.imports])
@@ -105,6 +107,11 @@ def _run_worker(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         logger.error("cannot start the worker", error=str(exc))
         return 2
+    if settings.processes > 1:
+        # Imports and options were checked above, once: a mistake is one clear error here
+        # rather than children that fail and are restarted forever.
+        command = [sys.executable, "-m", "sqla_jobs.worker", *_child_arguments(args)]
+        return Supervisor(command, settings.processes).run()
     asyncio.run(worker.run())
     code = 1 if worker.was_forced else 0
     if _job_threads_alive():
@@ -113,6 +120,29 @@ def _run_worker(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _child_arguments(args: argparse.Namespace) -> list[str]:
+    """Return the flags for one supervised worker process: the same options, one process."""
+    argv = [flag for module in args.imports for flag in ("--import", module)]
+    for option in ("queues", "concurrency", "database_url", "log_level"):
+        if (value := getattr(args, option)) is not None:
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+    if args.log_json:
+        argv.append("--log-json")
+    # Explicit, so SQLA_JOBS_PROCESSES in the inherited environment or .env cannot make each
+    # child a supervisor in turn.
+    return [*argv, "--processes", "1"]
 
 
 def _import_all(modules: Sequence[str]) -> None:

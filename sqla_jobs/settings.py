@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     queues: CommaSeparated = Field(default_factory=list)
     """Queues to serve (comma-separated in the environment); empty: the queues of the tasks."""
     concurrency: int = Field(default=10, ge=1)
+    processes: int = Field(default=1, ge=1)
+    """Worker processes run under one supervisor; each runs `concurrency` jobs at once."""
     poll_interval: timedelta = timedelta(seconds=1)
     max_retries: int = Field(default=20, ge=0)
     lock_timeout: timedelta = timedelta(hours=2)
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("poll_interval", "lock_timeout", "shutdown_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        # "0.25" in the environment means seconds, as a bare number does in Python.
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value  # ISO 8601 ("PT5M") or "HH:MM:SS": pydantic parses those
         return value
 
     @field_validator("poll_interval", "lock_timeout")

@@ -1,0 +1,197 @@
+"""enqueue(): an unsaved Job for the caller's own session and transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from sqla_jobs import EnqueueError, Job, JobContext, PayloadError, Task, enqueue
+
+
+class SendEmail(Task, name="tests.enqueue.send_email", queue="mail", priority=3):
+    to: str
+    subject: str = "Hi"
+
+    async def run(self, ctx: JobContext) -> None:
+        return None
+
+
+class Anything(Task, name="tests.enqueue.anything"):
+    value: Any
+
+    async def run(self, ctx: JobContext) -> None:
+        return None
+
+
+async def count_jobs(engine: AsyncEngine) -> int:
+    async with AsyncSession(engine) as session:
+        return (await session.scalar(select(func.count()).select_from(Job))) or 0
+
+
+def test_enqueue_returns_an_unsaved_job_without_io() -> None:
+    job = enqueue(SendEmail(to="a@example.com"), context="signup")
+    assert job.id is not None
+    assert job.name == "tests.enqueue.send_email"
+    assert job.queue == "mail"
+    assert job.priority == 3
+    assert job.payload == {"to": "a@example.com", "subject": "Hi"}
+    assert job.context == "signup"
+    assert job.error_count == 0
+    assert job.locked_by is None
+
+
+def test_options_can_be_overridden_per_call() -> None:
+    job = enqueue(SendEmail(to="a@example.com"), queue="urgent", priority=-5)
+    assert (job.queue, job.priority) == ("urgent", -5)
+
+
+async def test_committed_transaction_makes_one_job(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        job = enqueue(SendEmail(to="a@example.com"), context="signup")
+        job_id = job.id
+        session.add(job)
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        stored = (await session.scalars(select(Job))).one()
+    assert stored.id == job_id
+    assert stored.payload == {"to": "a@example.com", "subject": "Hi"}
+    assert stored.context == "signup"
+    assert stored.created_at.tzinfo is not None
+    assert stored.run_at == stored.created_at
+
+
+async def test_rolled_back_transaction_leaves_no_job(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(SendEmail(to="a@example.com")))
+        await session.flush()
+        await session.rollback()
+    assert await count_jobs(engine) == 0
+
+
+async def test_job_and_business_write_commit_or_roll_back_together(engine: AsyncEngine) -> None:
+    class BusinessError(Exception):
+        pass
+
+    async def sign_up_then_fail() -> None:
+        async with AsyncSession(engine) as session, session.begin():
+            session.add(enqueue(SendEmail(to="a@example.com")))
+            raise BusinessError
+
+    with pytest.raises(BusinessError):
+        await sign_up_then_fail()
+    assert await count_jobs(engine) == 0
+
+
+def test_sync_session_enqueues_on_any_driver(sync_engine: Engine) -> None:
+    # pysqlite on SQLite, psycopg on PostgreSQL: enqueue() does no I/O, so any driver works.
+    with Session(sync_engine) as session:
+        session.add(enqueue(SendEmail(to="sync@example.com")))
+        session.commit()
+    with Session(sync_engine) as session:
+        stored = session.scalars(select(Job)).one()
+        assert stored.payload["to"] == "sync@example.com"
+    with Session(sync_engine) as session:
+        session.add(enqueue(SendEmail(to="rolled-back@example.com")))
+        session.rollback()
+    with Session(sync_engine) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+async def test_server_defaults_are_readable_after_flush(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        job = enqueue(SendEmail(to="a@example.com"))
+        session.add(job)
+        await session.flush()
+        # Fetched by RETURNING at flush: no lazy load (which AsyncSession forbids) is needed.
+        assert job.created_at is not None
+        assert job.run_at is not None
+
+
+async def test_run_at_is_stored_as_given(engine: AsyncEngine) -> None:
+    when = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(SendEmail(to="a@example.com"), run_at=when))
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        assert (await session.scalars(select(Job.run_at))).one() == when
+
+
+async def test_delay_counts_from_the_database_clock(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(SendEmail(to="a@example.com"), delay=timedelta(hours=1)))
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        job = (await session.scalars(select(Job))).one()
+    assert abs((job.run_at - job.created_at) - timedelta(hours=1)) < timedelta(seconds=5)
+
+
+def test_naive_run_at_is_refused() -> None:
+    with pytest.raises(EnqueueError, match="timezone-aware"):
+        enqueue(SendEmail(to="a@example.com"), run_at=datetime(2030, 1, 1))
+
+
+def test_run_at_and_delay_together_are_refused() -> None:
+    with pytest.raises(EnqueueError, match="not both"):
+        enqueue(
+            SendEmail(to="a@example.com"),
+            run_at=datetime.now(UTC),
+            delay=timedelta(seconds=1),
+        )
+
+
+def test_payload_that_is_not_json_is_refused() -> None:
+    with pytest.raises(PayloadError, match="cannot be stored as JSON"):
+        enqueue(Anything(value=object()))
+
+
+def test_payload_with_nul_is_refused() -> None:
+    with pytest.raises(PayloadError, match="NUL"):
+        enqueue(Anything(value={"nested": ["ok", "bad\x00"]}))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": ""}, "queue must be"),
+        ({"priority": 2**31}, "priority must be"),
+        ({"priority": "1"}, "priority must be"),
+        ({"context": "a\x00b"}, "context must be"),
+        ({"delay": 5}, "delay must be a timedelta"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(EnqueueError, match=message):
+        enqueue(SendEmail(to="a@example.com"), **options)
+
+
+def test_only_task_instances_can_be_enqueued() -> None:
+    with pytest.raises(EnqueueError, match="Task instance"):
+        enqueue({"to": "a@example.com"})  # type: ignore[arg-type]  # the point of the test
+
+
+def test_a_task_without_run_cannot_be_enqueued() -> None:
+    class Abstract(Task, name="tests.enqueue.abstract"):
+        pass
+
+    with pytest.raises(EnqueueError, match="does not implement run"):
+        enqueue(Abstract())
+
+
+async def test_payload_round_trips_unchanged(engine: AsyncEngine) -> None:
+    tricky = {
+        "quotes": "it's \"quoted\" `back`",
+        "sql": "'; DROP TABLE sqla_jobs_job; --",
+        "unicode": "naïve 𝄞 😀 中文",
+        "numbers": [0, -1, 2**53, 1.5],
+        "nested": {"null": None, "bool": True, "empty": {}},
+    }
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(Anything(value=tricky)))
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        assert (await session.scalars(select(Job.payload))).one() == {"value": tricky}
