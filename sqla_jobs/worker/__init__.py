@@ -149,8 +149,11 @@ class Worker:
         try:
             await self._claim_loop(until_idle=until_idle)
         finally:
-            remove_handlers()
-            await self._shut_down()
+            # Handlers stay during the shutdown: a second signal there means "now".
+            try:
+                await self._shut_down()
+            finally:
+                remove_handlers()
 
     async def _claim_loop(self, *, until_idle: bool) -> None:
         failures = 0
