@@ -184,7 +184,7 @@ def test_a_task_without_run_cannot_be_enqueued() -> None:
 
 async def test_payload_round_trips_unchanged(engine: AsyncEngine) -> None:
     tricky = {
-        "quotes": "it's \"quoted\" `back`",
+        "quotes": 'it\'s "quoted" `back`',
         "sql": "'; DROP TABLE sqla_jobs_job; --",
         "unicode": "naïve 𝄞 😀 中文",
         "numbers": [0, -1, 2**53, 1.5],
