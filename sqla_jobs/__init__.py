@@ -12,6 +12,7 @@ from loguru import logger
 
 from .context import JobContext as JobContext
 from .enqueue import enqueue as enqueue
+from .enqueue import enqueue_many as enqueue_many
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DuplicateTaskNameError as DuplicateTaskNameError
 from .errors import EnqueueError as EnqueueError
@@ -38,6 +39,7 @@ __all__ = [
     "UnknownTaskError",
     "Worker",
     "enqueue",
+    "enqueue_many",
 ]
 
 __version__ = "0.1.0"
