@@ -63,6 +63,8 @@ class Job(Base):
         # Serves the claim: equality on queue, then the claim's order, so a single-queue claim
         # reads the index in order and stops after LIMIT rows.
         Index("ix_sqla_jobs_job_claim", "queue", priority.desc(), "created_at"),
+        # Finds the next job due in the future, so an idle worker wakes exactly then.
+        Index("ix_sqla_jobs_job_queue_run_at", "queue", "run_at"),
         Index("ix_sqla_jobs_job_locked_by", "locked_by"),
     )
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import Delete, Insert, Update
+from sqlalchemy import Delete, Insert, Select, Update
 
 from sqla_jobs.errors import ConfigurationError
 
@@ -43,6 +43,17 @@ class JobStatements(Protocol):
 
     def release_locks(self, *, worker_id: str) -> Update:
         """Unlock every job `worker_id` holds, so any worker can claim them at once."""
+        ...
+
+    def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
+        """Select the earliest future `run_at` of unlocked jobs (or NULL) and the database now."""
+        ...
+
+    def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
+        """Select that wakes other workers for the queues of `worker_id`'s jobs, if possible.
+
+        Run it in the transaction that releases the jobs: the wake-up is sent at commit.
+        """
         ...
 
 

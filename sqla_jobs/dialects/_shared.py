@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Delete, Insert, Update, Uuid, delete, insert, literal, select, update
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Update,
+    Uuid,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.models import DeadLetterJob, Job
@@ -85,3 +98,14 @@ class SharedStatements:
     def release_locks(self, *, worker_id: str) -> Update:
         """Unlock every job `worker_id` holds, so any worker can claim them at once."""
         return update(Job).where(Job.locked_by == worker_id).values(locked_by=None, locked_at=None)
+
+    def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
+        """Select the earliest future `run_at` among unlocked jobs, and the database's now."""
+        earliest = func.min(Job.run_at).label("earliest")
+        return select(earliest, db_now()).where(
+            Job.queue.in_(queues), Job.locked_at.is_(None), Job.run_at > db_now()
+        )
+
+    def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
+        """Return None: this database cannot wake other processes."""
+        return None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Update, or_, select, update
+from sqlalchemy import Select, Update, func, or_, select, update
 
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.models import Job
 
 from ._shared import CLAIMED_COLUMNS, SharedStatements
+
+CHANNEL = "sqla_jobs"
+"""The NOTIFY channel; each notification's payload is a queue name (see the insert trigger)."""
 
 
 class PostgreSQLStatements(SharedStatements):
@@ -47,3 +51,8 @@ class PostgreSQLStatements(SharedStatements):
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
+
+    def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any]:
+        """Select one NOTIFY per queue of the jobs `worker_id` holds (sent at commit)."""
+        queues = select(Job.queue).where(Job.locked_by == worker_id).distinct().subquery()
+        return select(func.pg_notify(CHANNEL, queues.c.queue))

@@ -1,8 +1,8 @@
 """The worker: claim due jobs, run them concurrently, write their outcome back, shut down cleanly.
 
 Data flows one way: claim (a short transaction that locks rows) → `execution.execute` (no
-transaction open while the job runs) → one short, guarded transaction that completes, retries
-or dead-letters the job.
+transaction open while the job runs) → `Completer`, which writes the outcome back in short,
+guarded transactions (successes in batches).
 """
 
 from __future__ import annotations
@@ -16,32 +16,33 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, assert_never
+from typing import Any
 
 from loguru import logger
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sqla_jobs import wakeup
 from sqla_jobs.context import ClaimedJob, JobContext
 from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.execution import Completed, DeadLetter, Outcome, Retry, execute
+from sqla_jobs.execution import execute
 from sqla_jobs.tasks import Task, is_concrete, registered_tasks
 from sqla_jobs.urls import display_url
+from sqla_jobs.worker.completer import DATABASE_ERRORS, Completer, backoff_delay
+from sqla_jobs.worker.listener import Listener
 
 DEFAULT_CONCURRENCY = 10
 DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
 DEFAULT_LOCK_TIMEOUT = timedelta(hours=2)
 DEFAULT_SHUTDOWN_TIMEOUT = timedelta(seconds=30)
 DEFAULT_MAX_RETRIES = 20
-
-# Transient trouble talking to the database: log, back off, try again; never exit over it.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
-MAX_DATABASE_BACKOFF = timedelta(seconds=30)
 # Writing an outcome back is retried this many times before the job is left to the lock timeout.
 RECORD_ATTEMPTS = 6
+# While busy, claim once a quarter of the slots is free (or after this pause), rather than one
+# round trip per finished job.
+CLAIM_COOLDOWN = timedelta(milliseconds=2)
 
 
 class Worker:
@@ -78,8 +79,9 @@ class Worker:
         for option, value in (("poll_interval", poll_interval), ("lock_timeout", lock_timeout)):
             if value <= timedelta(0):
                 raise ConfigurationError(f"{option} must be positive")
+        # An engine the caller passed is the caller's to dispose; one made from a URL is ours.
         self._owns_engine = not isinstance(engine_or_url, AsyncEngine)
-        self.engine = (
+        self.engine: AsyncEngine = (
             engine_or_url
             if isinstance(engine_or_url, AsyncEngine)
             else create_engine(engine_or_url)
@@ -97,17 +99,25 @@ class Worker:
         self._statements: JobStatements = statements_for(self.engine.dialect.name)
         self._log = logger.bind(worker_id=self.id)
         self._running: set[asyncio.Task[None]] = set()
-        self._executing: set[asyncio.Task[None]] = set()
+        self._executing: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
+        self._completer = Completer(self.engine, self._statements, self.id)
+        self._listener: Listener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.jobs_processed = 0
 
     @property
     def was_forced(self) -> bool:
         """Tell whether the last run was cut short by a second signal (or `stop(force=True)`)."""
         return self._forced.is_set()
+
+    @property
+    def is_listening(self) -> bool:
+        """Tell whether the worker currently receives PostgreSQL notifications of new jobs."""
+        return self._listener is not None and self._listener.connected.is_set()
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming; running jobs get `shutdown_timeout` to finish (none with `force`)."""
@@ -137,7 +147,13 @@ class Worker:
     async def _serve(self, *, until_idle: bool) -> None:
         self._stopping.clear()
         self._forced.clear()
+        self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqla_jobs")
+        helpers = [asyncio.create_task(self._completer.run(self._stopping))]
+        if not until_idle and self.engine.dialect.name == "postgresql":
+            self._listener = Listener(self.engine.url, self.queues, self._wake_threadsafe)
+            helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
+        unsubscribe = wakeup.subscribe(self._wake_threadsafe)
         remove_handlers = self._install_signal_handlers() if not until_idle else _no_op
         self._log.info(
             "worker started",
@@ -151,42 +167,66 @@ class Worker:
         finally:
             # Handlers stay during the shutdown: a second signal there means "now".
             try:
-                await self._shut_down()
+                await self._shut_down(helpers)
             finally:
+                unsubscribe()
                 remove_handlers()
+
+    def _wake_threadsafe(self) -> None:
+        """Wake the claim loop; callable from any thread (commits can happen anywhere)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wakeup.set)
 
     async def _claim_loop(self, *, until_idle: bool) -> None:
         failures = 0
         while not self._stopping.is_set():
             self._wakeup.clear()
             free = self.concurrency - len(self._running)
+            if 0 < free < max(1, self.concurrency // 4):
+                # Busy: let a few more jobs finish so one round trip claims several.
+                await asyncio.sleep(CLAIM_COOLDOWN.total_seconds())
+                free = self.concurrency - len(self._running)
             claimed = 0
             if free > 0:
                 try:
-                    jobs = await self._claim(free)
+                    claimed = await self._claim(free)
                 except DATABASE_ERRORS as exc:
                     failures += 1
                     await self._back_off("claim failed", exc, failures)
                     continue
                 failures = 0
-                for job in jobs:
-                    self._start(job)
-                claimed = len(jobs)
                 if claimed == free:
                     continue
             if until_idle and claimed == 0 and not self._running:
                 return
-            await self._sleep(self.poll_interval)
+            await self._sleep(await self._idle_time(free, claimed))
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, limit: int) -> int:
         statement = self._statements.claim_jobs(
             worker_id=self.id, queues=self.queues, limit=limit, lock_timeout=self.lock_timeout
         )
         async with self.engine.begin() as connection:
             rows = (await connection.execute(statement)).all()
-        jobs = [ClaimedJob(*row) for row in rows]
-        self._log.debug("claimed jobs", count=len(jobs), limit=limit)
-        return jobs
+        self._log.debug("claimed jobs", count=len(rows), limit=limit)
+        for row in rows:
+            self._start(ClaimedJob(*row))
+        return len(rows)
+
+    async def _idle_time(self, free: int, claimed: int) -> timedelta:
+        """Return how long to sleep: until the next job is due, at most `poll_interval`."""
+        if free == 0 or claimed == free:
+            return self.poll_interval
+        try:
+            async with self.engine.connect() as connection:
+                earliest, now = (
+                    await connection.execute(self._statements.next_due(queues=self.queues))
+                ).one()
+        except DATABASE_ERRORS:
+            return self.poll_interval  # the next claim reports the trouble
+        if earliest is None:
+            return self.poll_interval
+        return max(min(earliest - now, self.poll_interval), timedelta(milliseconds=1))
 
     def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._process(job), name=f"sqla_jobs:{job.name}:{job.id}")
@@ -222,65 +262,9 @@ class Worker:
                 raise
             finally:
                 self._executing.discard(me)
-            await self._record(job, outcome)
+            await self._completer.record(job.id, outcome, attempts=RECORD_ATTEMPTS)
 
-    async def _record(self, job: ClaimedJob, outcome: Outcome) -> None:
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                async with self.engine.begin() as connection:
-                    held = await self._write_outcome(connection, job, outcome)
-                break
-            except DATABASE_ERRORS as exc:
-                if attempt == RECORD_ATTEMPTS:
-                    self._log.opt(exception=exc).error(
-                        "job outcome not recorded; the job runs again after its lock expires"
-                    )
-                    return
-                await self._back_off("recording job outcome failed", exc, attempt)
-        if not held:
-            self._log.warning("lock lost; the job's outcome was not recorded")
-            return
-        self._log_outcome(outcome)
-
-    async def _write_outcome(
-        self, connection: AsyncConnection, job: ClaimedJob, outcome: Outcome
-    ) -> bool:
-        """Write `outcome` in the open transaction; False if this worker lost the job's lock."""
-        match outcome:
-            case Completed():
-                complete = self._statements.complete_jobs(worker_id=self.id, job_ids=[job.id])
-                return _rowcount(await connection.execute(complete)) == 1
-            case Retry(error=error, delay=delay):
-                retry = self._statements.retry_job(
-                    worker_id=self.id, job_id=job.id, error=error, delay=delay
-                )
-                return _rowcount(await connection.execute(retry)) == 1
-            case DeadLetter(error=error):
-                copy, remove = self._statements.dead_letter_job(
-                    worker_id=self.id, job_id=job.id, error=error
-                )
-                await connection.execute(copy)
-                if _rowcount(await connection.execute(remove)) != 1:
-                    await connection.rollback()
-                    return False
-                return True
-            case _:
-                assert_never(outcome)
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        match outcome:
-            case Completed():
-                self._log.info("job completed")
-            case Retry(error=error, delay=delay):
-                self._log.warning(
-                    "job failed; retrying", retry_in=delay.total_seconds(), error=_summary(error)
-                )
-            case DeadLetter(error=error):
-                self._log.error("job failed; moved to the dead-letter table", error=_summary(error))
-            case _:
-                assert_never(outcome)
-
-    async def _shut_down(self) -> None:
+    async def _shut_down(self, helpers: list[asyncio.Task[None]]) -> None:
         self._stopping.set()
         if self._running and not self._forced.is_set():
             self._log.info("waiting for running jobs", count=len(self._running))
@@ -289,11 +273,17 @@ class Worker:
             task.cancel()
         # Cancelled jobs end at once; jobs writing their outcome get a moment to commit it.
         await self._wait_for_running(timedelta(seconds=5), until_forced=False)
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        # Completions first: a released job that had succeeded would run again.
+        await self._completer.flush(attempts=RECORD_ATTEMPTS)
         await self._release_locks()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_engine:
             await self.engine.dispose()
+        self._listener = None
         self._log.info("worker stopped", jobs_processed=self.jobs_processed)
 
     async def _wait_for_running(self, limit: timedelta, *, until_forced: bool = True) -> None:
@@ -310,11 +300,14 @@ class Worker:
             await self._sleep(timedelta(seconds=remaining))
 
     async def _release_locks(self) -> None:
-        statement = self._statements.release_locks(worker_id=self.id)
+        release = self._statements.release_locks(worker_id=self.id)
+        wake_others = self._statements.wake_workers_for_held_jobs(worker_id=self.id)
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as connection:
-                    released = _rowcount(await connection.execute(statement))
+                    if wake_others is not None:
+                        await connection.execute(wake_others)
+                    released = (await connection.execute(release)).rowcount
             except DATABASE_ERRORS as exc:
                 if attempt == RECORD_ATTEMPTS:
                     self._log.opt(exception=exc).error(
@@ -327,14 +320,12 @@ class Worker:
                 return
 
     async def _back_off(self, what: str, exc: BaseException, failures: int) -> None:
-        delay = min(timedelta(seconds=0.1 * 2**failures), MAX_DATABASE_BACKOFF)
-        self._log.warning(
-            what, error=_summary(str(exc)), failures=failures, retry_in=delay.total_seconds()
-        )
+        delay = backoff_delay(failures)
+        self._log.warning(what, error=str(exc), failures=failures, retry_in=delay.total_seconds())
         await self._sleep(delay)
 
     async def _sleep(self, delay: timedelta) -> None:
-        """Sleep up to `delay`, waking early when a job finishes or the worker stops."""
+        """Sleep up to `delay`, waking early when a job finishes, arrives, or the worker stops."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), delay.total_seconds())
 
@@ -367,16 +358,6 @@ class Worker:
 
 def _no_op() -> None:
     return None
-
-
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)
-
-
-def _summary(error: str) -> str:
-    """Return the last line of a traceback: the exception type and message."""
-    lines = error.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def _task_map(tasks: Iterable[type[Task]] | None) -> Mapping[str, type[Task]]:

@@ -1,0 +1,83 @@
+"""Wake an idle worker when jobs are committed: PostgreSQL LISTEN on a dedicated connection.
+
+NOTIFY is sent by the insert trigger at commit, one per queue per statement, with the queue name
+as payload. A dropped connection is reconnected with capped backoff; meanwhile the worker still
+polls, so a lost notification only delays a job, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from loguru import logger
+from sqlalchemy.engine import URL
+
+from sqla_jobs.dialects.postgresql import CHANNEL
+from sqla_jobs.urls import display_url
+
+MAX_RECONNECT_BACKOFF = timedelta(seconds=10)
+
+
+class Listener:
+    """Call `wake` whenever a job is committed into one of `queues`."""
+
+    def __init__(self, url: URL, queues: Collection[str], wake: Callable[[], None]) -> None:
+        # asyncpg takes a libpq-style DSN; the password stays in it, and out of every log line.
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._display = display_url(url)
+        self._queues = frozenset(queues)
+        self._wake = wake
+        self.connected = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Listen until `stopping` is set, reconnecting whenever the connection drops."""
+        failures = 0
+        while not stopping.is_set():
+            try:
+                connection = await asyncpg.connect(self._dsn)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                failures += 1
+                await self._back_off(exc, failures, stopping)
+                continue
+            failures = 0
+            try:
+                await self._listen(connection, stopping)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                logger.warning("listener connection failed", error=str(exc))
+            finally:
+                self.connected.clear()
+                if not connection.is_closed():
+                    await connection.close(timeout=1)
+
+    async def _listen(self, connection: asyncpg.Connection, stopping: asyncio.Event) -> None:
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        await connection.add_listener(CHANNEL, self._on_notification)
+        self.connected.set()
+        logger.debug("listening for new jobs", database=self._display, channel=CHANNEL)
+        # Jobs committed while we were not listening sent their notifications to nobody.
+        self._wake()
+        stop = asyncio.ensure_future(stopping.wait())
+        drop = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait([stop, drop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            drop.cancel()
+        if lost.is_set():
+            logger.warning("listener connection lost; reconnecting")
+
+    def _on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if payload in self._queues:
+            self._wake()
+
+    async def _back_off(self, exc: BaseException, failures: int, stopping: asyncio.Event) -> None:
+        delay = min(0.1 * 2**failures, MAX_RECONNECT_BACKOFF.total_seconds())
+        logger.warning("listener cannot connect", error=str(exc), failures=failures, retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
