@@ -1,0 +1,764 @@
+"""Measure sqla_jobs against a raw asyncpg baseline on the same PostgreSQL, in the same run.
+
+    python benchmarks/bench.py            # defaults; a few minutes
+    python benchmarks/bench.py --quick    # small sizes, a smoke check (< 60 s)
+
+Creates a scratch database ``sqla_jobs_bench_<hex>`` next to ``$SQLA_JOBS_DATABASE_URL`` (an
+admin URL: its user creates and drops databases), migrates it, runs the scenarios and drops it.
+See benchmarks/README.md for what each line means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import sqlalchemy
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))  # bench_tasks, also when run from elsewhere
+
+import bench_tasks  # noqa: E402
+from bench_tasks import NoOp, Stamp  # noqa: E402
+
+from sqla_jobs import Worker, enqueue  # noqa: E402
+from sqla_jobs.engine import create_engine  # noqa: E402
+from sqla_jobs.enqueue import enqueue_many  # noqa: E402
+from sqla_jobs.models import Job  # noqa: E402
+from sqla_jobs.urls import display_url, to_async_url, to_sync_url  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+RAW_CONNECTIONS = 4
+RAW_CHANNEL = "bench_raw"
+
+RAW_SCHEMA = (
+    "CREATE TABLE bench_raw ("
+    " id bigserial PRIMARY KEY, payload jsonb NOT NULL, priority int NOT NULL DEFAULT 0,"
+    " created_at timestamptz NOT NULL DEFAULT now(), locked_by text)",
+    # Without it every raw claim would sort the whole table: the baseline gets the index a real
+    # queue has, like sqla_jobs' own claim index.
+    "CREATE INDEX bench_raw_claim ON bench_raw (priority DESC, created_at)",
+)
+RAW_INSERT_ONE = "INSERT INTO bench_raw (payload, priority) VALUES ($1::jsonb, $2)"
+RAW_INSERT_MANY = (
+    "INSERT INTO bench_raw (payload, priority) SELECT * FROM unnest($1::jsonb[], $2::int[])"
+)
+RAW_CLAIM = (
+    "DELETE FROM bench_raw WHERE id IN ("
+    " SELECT id FROM bench_raw ORDER BY priority DESC, created_at LIMIT $1"
+    " FOR UPDATE SKIP LOCKED"
+    ") RETURNING id, payload"
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many jobs each scenario uses."""
+
+    enqueue: int
+    bulk: int
+    drain: int
+    concurrencies: tuple[int, ...]
+    latency_jobs: int
+    backlog: int
+
+
+DEFAULT_SIZES = Sizes(
+    enqueue=2_000,
+    bulk=10_000,
+    drain=10_000,
+    concurrencies=(1, 16, 100),
+    latency_jobs=200,
+    backlog=100_000,
+)
+QUICK_SIZES = Sizes(
+    enqueue=200, bulk=1_000, drain=500, concurrencies=(1, 16, 100), latency_jobs=20, backlog=2_000
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table: a sqla_jobs figure beside its raw asyncpg baseline."""
+
+    scenario: str
+    unit: str
+    sqla_jobs: float
+    baseline: str
+    raw: float
+    higher_is_better: bool
+
+    @property
+    def slowdown(self) -> float:
+        """How many times worse sqla_jobs is than the baseline (1.0 = as good, < 1 = better)."""
+        if self.higher_is_better:
+            return self.raw / self.sqla_jobs if self.sqla_jobs else float("inf")
+        return self.sqla_jobs / self.raw if self.raw else float("inf")
+
+
+# --- the scratch database ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    """The benchmark's own database: its SQLAlchemy async URL and its asyncpg DSN."""
+
+    url: str
+    dsn: str
+
+
+@contextmanager
+def scratch_database(admin_url: URL) -> Iterator[ScratchDatabase]:
+    """Create, migrate and finally drop a database of this run's own."""
+    name = f"sqla_jobs_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_sync_engine(to_sync_url(admin_url), isolation_level="AUTOCOMMIT")
+    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
+    url = admin_url.set(database=name)
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {quoted}"))  # a name generated above
+    try:
+        _migrate(url)
+        db = ScratchDatabase(
+            url=to_async_url(url).render_as_string(hide_password=False),
+            dsn=url.set(drivername="postgresql").render_as_string(hide_password=False),
+        )
+        asyncio.run(_create_raw_table(db))
+        yield db
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _migrate(url: URL) -> None:
+    try:
+        from sqla_jobs import migrate
+    except ImportError:
+        from sqla_jobs.models import Base
+
+        engine = create_sync_engine(to_sync_url(url))
+        Base.metadata.create_all(engine)
+        engine.dispose()
+    else:
+        migrate.upgrade(url)
+
+
+async def _create_raw_table(db: ScratchDatabase) -> None:
+    connection = await asyncpg.connect(db.dsn)
+    try:
+        for statement in RAW_SCHEMA:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def reset(db: ScratchDatabase) -> None:
+    """Empty both job tables and refresh planner statistics, so scenarios do not leak."""
+    connection = await asyncpg.connect(db.dsn)
+    try:
+        await connection.execute(f"TRUNCATE {Job.__tablename__}, bench_raw")
+        await connection.execute(f"VACUUM ANALYZE {Job.__tablename__}")
+        await connection.execute("VACUUM ANALYZE bench_raw")
+    finally:
+        await connection.close()
+
+
+async def count_jobs(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(Job))).scalar_one())
+
+
+async def raw_count(db: ScratchDatabase) -> int:
+    connection = await asyncpg.connect(db.dsn)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM bench_raw"))
+    finally:
+        await connection.close()
+
+
+async def timed(action: Callable[[], Awaitable[Any]]) -> float:
+    """Run `action` and return the seconds it took."""
+    started = time.perf_counter()
+    await action()
+    return time.perf_counter() - started
+
+
+# --- 1. enqueue, one commit per job -----------------------------------------------------------
+
+
+async def bench_enqueue_per_commit(db: ScratchDatabase, n: int) -> list[Row]:
+    await reset(db)
+    engine = create_engine(db.url)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    tasks = [NoOp(n=i) for i in range(n)]
+
+    async def enqueue_each() -> None:
+        for task in tasks:
+            async with sessionmaker() as session:
+                session.add(enqueue(task))
+                await session.commit()
+
+    try:
+        await _warm_up_sqla(sessionmaker)
+        seconds = await timed(enqueue_each)
+    finally:
+        await engine.dispose()
+
+    connection = await asyncpg.connect(db.dsn)
+    payloads = [{"n": i} for i in range(n)]
+
+    async def insert_each() -> None:
+        # Autocommit: each statement is its own transaction, one round trip, the raw floor.
+        for payload in payloads:
+            await connection.execute(RAW_INSERT_ONE, json.dumps(payload), 0)
+
+    try:
+        await connection.execute(RAW_INSERT_ONE, "{}", 0)  # prepare the statement
+        raw_seconds = await timed(insert_each)
+    finally:
+        await connection.close()
+    return [
+        Row(
+            f"1. enqueue {n}, one commit each (ORM AsyncSession)",
+            "jobs/s",
+            n / seconds,
+            "raw INSERT per row, autocommit",
+            n / raw_seconds,
+            higher_is_better=True,
+        )
+    ]
+
+
+async def _warm_up_sqla(sessionmaker: async_sessionmaker[Any]) -> None:
+    """Open the pool's connection and compile the insert before timing; roll it back."""
+    async with sessionmaker() as session:
+        session.add(enqueue(NoOp()))
+        await session.flush()
+        await session.rollback()
+
+
+# --- 2. bulk enqueue in one transaction -------------------------------------------------------
+
+
+async def bench_enqueue_many(db: ScratchDatabase, n: int) -> list[Row]:
+    await reset(db)
+    engine = create_engine(db.url)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    tasks = [NoOp(n=i) for i in range(n)]
+
+    async def insert_in_chunks() -> None:
+        async with sessionmaker() as session:
+            for statement in enqueue_many(tasks):
+                await session.execute(statement)
+            await session.commit()
+
+    try:
+        await _warm_up_sqla(sessionmaker)
+        seconds = await timed(insert_in_chunks)
+        assert await count_jobs(engine) == n
+    finally:
+        await engine.dispose()
+
+    connection = await asyncpg.connect(db.dsn)
+    payloads = [{"n": i} for i in range(n)]
+
+    async def insert_unnest() -> None:
+        async with connection.transaction():
+            await connection.execute(
+                RAW_INSERT_MANY, [json.dumps(p) for p in payloads], [0] * len(payloads)
+            )
+
+    try:
+        raw_seconds = await timed(insert_unnest)
+    finally:
+        await connection.close()
+    assert await raw_count(db) == n
+    return [
+        Row(
+            f"2. enqueue_many {n}, one transaction",
+            "jobs/s",
+            n / seconds,
+            "raw INSERT ... SELECT unnest($1)",
+            n / raw_seconds,
+            higher_is_better=True,
+        )
+    ]
+
+
+# --- 3. drain -------------------------------------------------------------------------------
+
+
+async def fill_jobs(db: ScratchDatabase, n: int) -> None:
+    """Insert `n` NoOp jobs with `enqueue_many`, committed."""
+    engine = create_engine(db.url)
+    try:
+        sessionmaker = async_sessionmaker(engine)
+        async with sessionmaker() as session:
+            for statement in enqueue_many(NoOp(n=i) for i in range(n)):
+                await session.execute(statement)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def fill_raw(db: ScratchDatabase, n: int) -> None:
+    connection = await asyncpg.connect(db.dsn)
+    try:
+        payloads = [json.dumps({"n": i}) for i in range(n)]
+        await connection.execute(RAW_INSERT_MANY, payloads, [0] * n)
+    finally:
+        await connection.close()
+
+
+async def raw_drain(dsn: str, batch: int, connections: int = RAW_CONNECTIONS) -> int:
+    """Claim-and-delete until the raw table is empty, on `connections` connections at once."""
+
+    async def drain_one(connection: asyncpg.Connection) -> int:
+        done = 0
+        while rows := await connection.fetch(RAW_CLAIM, batch):
+            for row in rows:
+                json.loads(row["payload"])  # what a job runner does with a payload, at least
+            done += len(rows)
+        return done
+
+    pool = [await asyncpg.connect(dsn) for _ in range(connections)]
+    try:
+        return sum(await asyncio.gather(*(drain_one(c) for c in pool)))
+    finally:
+        for connection in pool:
+            await connection.close()
+
+
+async def bench_drain(db: ScratchDatabase, n: int, concurrencies: Sequence[int]) -> list[Row]:
+    raw: dict[int, float] = {}
+    for batch in (1, 100):
+        await reset(db)
+        await fill_raw(db, n)
+        drained = 0
+
+        async def drain(batch: int = batch) -> None:
+            nonlocal drained
+            drained = await raw_drain(db.dsn, batch)
+
+        seconds = await timed(drain)
+        assert drained == n, (drained, n)
+        raw[batch] = n / seconds
+
+    rows = []
+    for concurrency in concurrencies:
+        await reset(db)
+        await fill_jobs(db, n)
+        worker = Worker(db.url, tasks=[NoOp], concurrency=concurrency, handle_signals=False)
+        processed = 0
+
+        async def run(worker: Worker = worker) -> None:
+            nonlocal processed
+            processed = await worker.run_until_idle()
+
+        seconds = await timed(run)
+        assert processed == n, (processed, n)
+        batch = 1 if concurrency == 1 else 100
+        rows.append(
+            Row(
+                f"3. drain {n} no-ops, Worker concurrency={concurrency}",
+                "jobs/s",
+                n / seconds,
+                f"raw claim+delete, {RAW_CONNECTIONS} conns, batch {batch}",
+                raw[batch],
+                higher_is_better=True,
+            )
+        )
+    return rows
+
+
+def bench_drain_processes(db: ScratchDatabase, n: int, processes: int) -> list[Row]:
+    """Drain `n` no-ops with `processes` worker processes (the multi-process worker mode).
+
+    The hook for ``--processes``: fill the jobs with `fill_jobs`, start the multi-process
+    worker (e.g. ``python -m sqla_jobs.worker --processes N``) against `db.url` until the table
+    is empty, and compare with `raw_drain` on ``processes * RAW_CONNECTIONS`` connections.
+    Until that mode exists there is nothing honest to measure.
+    """
+    raise NotImplementedError("sqla_jobs has no multi-process worker mode yet")
+
+
+# --- 4. enqueue-to-start latency ----------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile `q` (0-100) of `values`."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats
+    return ordered[int(rank) - 1]
+
+
+async def _paced(n: int, interval: float, action: Callable[[int], Awaitable[None]]) -> None:
+    """Call `action(i)` for i in range(n), starting one every `interval` seconds."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(n):
+        await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
+        await action(i)
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the latency jobs did not all start in time")
+        await asyncio.sleep(0.01)
+
+
+async def bench_latency(
+    db: ScratchDatabase, n: int, interval: float, poll_interval: float
+) -> list[Row]:
+    await reset(db)
+    timeout = n * interval + 10 * poll_interval + 30
+    bench_tasks.LATENCIES_NS.clear()
+    worker = Worker(
+        db.url,
+        tasks=[Stamp],
+        concurrency=10,
+        poll_interval=timedelta(seconds=poll_interval),
+        handle_signals=False,
+    )
+    engine = create_engine(db.url)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def enqueue_stamp(i: int) -> None:
+        async with sessionmaker() as session:
+            session.add(enqueue(Stamp(enqueued_ns=time.time_ns())))
+            await session.commit()
+
+    running = asyncio.create_task(worker.run())
+    try:
+        await _warm_up_sqla(sessionmaker)
+        await asyncio.sleep(0.5)  # the worker is up and idle
+        await _paced(n, interval, enqueue_stamp)
+        await _wait_for(lambda: len(bench_tasks.LATENCIES_NS) >= n, timeout)
+    finally:
+        worker.stop()
+        await running
+        await engine.dispose()
+    sqla_ms = [ns / 1e6 for ns in bench_tasks.LATENCIES_NS]
+
+    raw_ms = await _raw_latency(db, n, interval, poll_interval, timeout)
+    return [
+        Row(
+            f"4. enqueue-to-start p{q} ({n} jobs, {interval * 1000:.0f} ms apart, "
+            f"poll {poll_interval:g} s)",
+            "ms",
+            percentile(sqla_ms, q),
+            "raw LISTEN/NOTIFY + claim",
+            percentile(raw_ms, q),
+            higher_is_better=False,
+        )
+        for q in (50, 95, 99)
+    ]
+
+
+async def _raw_latency(
+    db: ScratchDatabase, n: int, interval: float, poll_interval: float, timeout: float
+) -> list[float]:
+    """What LISTEN/NOTIFY gives: insert + NOTIFY in one transaction, a listener claims at once."""
+    latencies: list[float] = []
+    wakeup = asyncio.Event()
+    stopping = asyncio.Event()
+    listener = await asyncpg.connect(db.dsn)
+    claimer = await asyncpg.connect(db.dsn)
+    producer = await asyncpg.connect(db.dsn)
+
+    async def consume() -> None:
+        while not stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), poll_interval)
+            wakeup.clear()
+            while rows := await claimer.fetch(RAW_CLAIM, 100):
+                now = time.time_ns()
+                for row in rows:
+                    latencies.append((now - json.loads(row["payload"])["enqueued_ns"]) / 1e6)
+
+    async def produce(i: int) -> None:
+        async with producer.transaction():
+            await producer.execute(RAW_INSERT_ONE, json.dumps({"enqueued_ns": time.time_ns()}), 0)
+            await producer.execute("SELECT pg_notify($1, '')", RAW_CHANNEL)
+
+    await listener.add_listener(RAW_CHANNEL, lambda *_: wakeup.set())
+    consuming = asyncio.create_task(consume())
+    try:
+        await asyncio.sleep(0.5)
+        await _paced(n, interval, produce)
+        await _wait_for(lambda: len(latencies) >= n, timeout)
+    finally:
+        stopping.set()
+        wakeup.set()
+        await consuming
+        for connection in (listener, claimer, producer):
+            await connection.close()
+    return latencies
+
+
+# --- 5. worker peak RSS ---------------------------------------------------------------------
+
+
+def bench_rss(db: ScratchDatabase, backlog: int, concurrency: int) -> list[Row]:
+    """Drain a backlog in a child process each, and read the child's peak RSS (VmHWM)."""
+    asyncio.run(reset(db))
+    asyncio.run(fill_jobs(db, backlog))
+    sqla = _run_child(["drain", db.url, str(concurrency)])
+    assert sqla["jobs"] == backlog, sqla
+    asyncio.run(fill_raw(db, backlog))
+    raw = _run_child(["raw-drain", db.dsn, "100"])
+    assert raw["jobs"] == backlog, raw
+    baseline = f"raw drain child, {RAW_CONNECTIONS} conns, batch 100"
+    return [
+        Row(
+            f"5. worker peak RSS, draining {backlog}, concurrency={concurrency}",
+            "MiB",
+            sqla["vmhwm_kib"] / 1024,
+            baseline,
+            raw["vmhwm_kib"] / 1024,
+            higher_is_better=False,
+        ),
+        Row(
+            "5. (same run) RSS growth over the idle child at start",
+            "MiB",
+            (sqla["vmhwm_kib"] - sqla["vmrss_start_kib"]) / 1024,
+            baseline,
+            max(raw["vmhwm_kib"] - raw["vmrss_start_kib"], 1) / 1024,
+            higher_is_better=False,
+        ),
+        Row(
+            f"5. (same run) drain throughput of {backlog}",
+            "jobs/s",
+            backlog / sqla["seconds"],
+            baseline,
+            backlog / raw["seconds"],
+            higher_is_better=True,
+        ),
+    ]
+
+
+def _run_child(arguments: list[str]) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(BENCH_DIR), str(BENCH_DIR.parent), env.get("PYTHONPATH", "")]
+    )
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{completed.stderr}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def child_main(kind: str, target: str, amount: str) -> int:
+    """Run one drain in this (child) process and print its figures as a JSON line."""
+    start_rss = _proc_status_kib("VmRSS")
+    started = time.perf_counter()
+    if kind == "drain":
+        worker = Worker(target, tasks=[NoOp], concurrency=int(amount), handle_signals=False)
+        jobs = asyncio.run(worker.run_until_idle())
+    elif kind == "raw-drain":
+        jobs = asyncio.run(raw_drain(target, int(amount)))
+    else:
+        raise SystemExit(f"unknown child {kind!r}")
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "jobs": jobs,
+                "seconds": seconds,
+                "vmrss_start_kib": start_rss,
+                "vmhwm_kib": _proc_status_kib("VmHWM"),
+            }
+        )
+    )
+    return 0
+
+
+# --- the table and the command line -----------------------------------------------------------
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    headers = ("scenario", "sqla_jobs", "raw asyncpg", "x worse", "unit", "baseline")
+    cells = [
+        (
+            row.scenario,
+            _number(row.sqla_jobs),
+            _number(row.raw),
+            f"{row.slowdown:.2f}",
+            row.unit,
+            row.baseline,
+        )
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    right = {1, 2, 3}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(widths[i]) if i in right else v.ljust(widths[i]) for i, v in enumerate(values)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(c) for c in cells)])
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/bench.py",
+        description="Benchmark sqla_jobs against raw asyncpg on a scratch PostgreSQL database.",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("SQLA_JOBS_DATABASE_URL", DEFAULT_URL),
+        help="admin PostgreSQL URL (default: $SQLA_JOBS_DATABASE_URL or %(default)s)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke check")
+    parser.add_argument(
+        "--only", default="1,2,3,4,5", help="comma-separated scenarios to run (default: all)"
+    )
+    parser.add_argument("--enqueue", type=int, help="jobs of scenario 1 (default 2000)")
+    parser.add_argument("--bulk", type=int, help="jobs of scenario 2 (default 10000)")
+    parser.add_argument("--drain", type=int, help="jobs of scenario 3 (default 10000)")
+    parser.add_argument(
+        "--concurrency",
+        help="comma-separated Worker concurrencies of scenario 3 (default 1,16,100)",
+    )
+    parser.add_argument("--latency-jobs", type=int, help="jobs of scenario 4 (default 200)")
+    parser.add_argument(
+        "--latency-interval", type=float, default=0.02, help="seconds between scenario 4 jobs"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="the worker's poll interval, scenario 4"
+    )
+    parser.add_argument("--backlog", type=int, help="jobs of scenario 5 (default 100000)")
+    parser.add_argument(
+        "--rss-concurrency", type=int, default=100, help="Worker concurrency of scenario 5"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also drain with N worker processes (not available yet: reported as skipped)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    base = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    return Sizes(
+        enqueue=args.enqueue or base.enqueue,
+        bulk=args.bulk or base.bulk,
+        drain=args.drain or base.drain,
+        concurrencies=(
+            tuple(int(c) for c in args.concurrency.split(","))
+            if args.concurrency
+            else base.concurrencies
+        ),
+        latency_jobs=args.latency_jobs or base.latency_jobs,
+        backlog=args.backlog or base.backlog,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(*args.child)
+    sizes = sizes_from(args)
+    selected = {s.strip() for s in args.only.split(",")}
+    admin_url = make_url(args.database_url)
+    rows: list[Row] = []
+    notes: list[str] = []
+    started = time.perf_counter()
+    print(f"scratch database next to {display_url(admin_url)}; sizes: {sizes}", file=sys.stderr)
+    with scratch_database(admin_url) as db:
+
+        def run(number: str, scenario: Callable[[], list[Row]]) -> None:
+            if number not in selected:
+                return
+            scenario_started = time.perf_counter()
+            new_rows = scenario()
+            rows.extend(new_rows)
+            took = time.perf_counter() - scenario_started
+            print(f"scenario {number} done in {took:.1f} s", file=sys.stderr)
+
+        run("1", lambda: asyncio.run(bench_enqueue_per_commit(db, sizes.enqueue)))
+        run("2", lambda: asyncio.run(bench_enqueue_many(db, sizes.bulk)))
+        run("3", lambda: asyncio.run(bench_drain(db, sizes.drain, sizes.concurrencies)))
+        if args.processes > 1:
+            try:
+                rows.extend(bench_drain_processes(db, sizes.drain, args.processes))
+            except NotImplementedError as exc:
+                notes.append(f"--processes {args.processes} skipped: {exc}")
+        run(
+            "4",
+            lambda: asyncio.run(
+                bench_latency(db, sizes.latency_jobs, args.latency_interval, args.poll_interval)
+            ),
+        )
+        run("5", lambda: bench_rss(db, sizes.backlog, args.rss_concurrency))
+    total = time.perf_counter() - started
+
+    print(format_table(rows))
+    print(
+        f"\n'x worse' = how many times worse sqla_jobs is than the baseline (1.00 = equal). "
+        f"Total {total:.0f} s; Python {platform.python_version()}, SQLAlchemy "
+        f"{sqlalchemy.__version__}, asyncpg {asyncpg.__version__}, {os.cpu_count()} CPUs."
+    )
+    for note in notes:
+        print(note)
+    if args.json:
+        document = {
+            "sizes": asdict(sizes),
+            "poll_interval": args.poll_interval,
+            "seconds": total,
+            "python": platform.python_version(),
+            "sqlalchemy": sqlalchemy.__version__,
+            "asyncpg": asyncpg.__version__,
+            "cpus": os.cpu_count(),
+            "notes": notes,
+            "rows": [asdict(row) | {"slowdown": row.slowdown} for row in rows],
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
