@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from sqla_jobs import JobContext, Task
 
 BENCH_QUEUE = "bench"
 LATENCY_QUEUE = "bench_latency"
-
-LATENCIES_NS: list[int] = []
-"""Enqueue-to-start latency of every `Stamp` run in this process, in nanoseconds."""
 
 
 class NoOp(Task, name="bench.noop", queue=BENCH_QUEUE):
@@ -23,9 +21,11 @@ class NoOp(Task, name="bench.noop", queue=BENCH_QUEUE):
 
 
 class Stamp(Task, name="bench.stamp", queue=LATENCY_QUEUE):
-    """Record how long after `enqueued_ns` (``time.time_ns()`` before the commit) it started."""
+    """Write ``<key> <time.time_ns()>`` when it starts, to the file named by BENCH_STAMP_FILE."""
 
-    enqueued_ns: int
+    key: int
 
     async def run(self, ctx: JobContext) -> None:
-        LATENCIES_NS.append(time.time_ns() - self.enqueued_ns)
+        started_ns = time.time_ns()
+        with open(os.environ["BENCH_STAMP_FILE"], "a") as stamps:
+            stamps.write(f"{self.key} {started_ns}\n")

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from loguru import logger
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
@@ -84,8 +84,11 @@ class Worker:
         self.engine: AsyncEngine = (
             engine_or_url
             if isinstance(engine_or_url, AsyncEngine)
-            else create_engine(engine_or_url)
+            else create_engine(engine_or_url, **_pool_options(engine_or_url, concurrency))
         )
+        # A claim and a batch of completions are one statement each, atomic on their own:
+        # without BEGIN/COMMIT around them they cost one round trip instead of three.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.tasks = _task_map(tasks)
         self.queues = _queues(queues, self.tasks)
         self.concurrency = concurrency
@@ -104,7 +107,8 @@ class Worker:
         self._forced = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
-        self._completer = Completer(self.engine, self._statements, self.id)
+        self._completer = Completer(self.engine, self._autocommit, self._statements, self.id)
+        self._claims: dict[int, Any] = {}
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.jobs_processed = 0
@@ -203,10 +207,13 @@ class Worker:
             await self._sleep(await self._idle_time(free, claimed))
 
     async def _claim(self, limit: int) -> int:
-        statement = self._statements.claim_jobs(
-            worker_id=self.id, queues=self.queues, limit=limit, lock_timeout=self.lock_timeout
-        )
-        async with self.engine.begin() as connection:
+        # Building the statement costs more than running it; there are `concurrency` variants.
+        statement = self._claims.get(limit)
+        if statement is None:
+            statement = self._claims[limit] = self._statements.claim_jobs(
+                worker_id=self.id, queues=self.queues, limit=limit, lock_timeout=self.lock_timeout
+            )
+        async with self._autocommit.connect() as connection:
             rows = (await connection.execute(statement)).all()
         self._log.debug("claimed jobs", count=len(rows), limit=limit)
         for row in rows:
@@ -358,6 +365,15 @@ class Worker:
 
 def _no_op() -> None:
     return None
+
+
+def _pool_options(url: str | URL, concurrency: int) -> dict[str, Any]:
+    """Size the pool of an engine the worker creates for the connections it really uses."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {}
+    # The claim loop, the completer, the listener's wake-ups, and failures written at once by
+    # up to `concurrency` jobs; idle overflow connections are closed and reopened, so keep them.
+    return {"pool_size": min(concurrency, 20) + 2, "max_overflow": concurrency}
 
 
 def _task_map(tasks: Iterable[type[Task]] | None) -> Mapping[str, type[Task]]:

@@ -31,11 +31,15 @@ def backoff_delay(failures: int) -> timedelta:
 
 
 class Completer:
-    """Record what became of each job this worker ran."""
+    """Record what became of each job this worker ran.
+
+    `autocommit` is `engine` with AUTOCOMMIT isolation, for the single-statement batch delete.
+    """
 
     def __init__(
         self,
         engine: AsyncEngine,
+        autocommit: AsyncEngine,
         statements: JobStatements,
         worker_id: str,
         *,
@@ -43,6 +47,7 @@ class Completer:
         max_delay: timedelta = timedelta(milliseconds=5),
     ) -> None:
         self._engine = engine
+        self._autocommit = autocommit
         self._statements = statements
         self._worker_id = worker_id
         self._max_batch = max_batch
@@ -94,7 +99,7 @@ class Completer:
             batch = self._succeeded[: self._max_batch]
             statement = self._statements.complete_jobs(worker_id=self._worker_id, job_ids=batch)
             try:
-                async with self._engine.begin() as connection:
+                async with self._autocommit.connect() as connection:
                     deleted = (await connection.execute(statement)).rowcount
             except DATABASE_ERRORS as exc:
                 failures += 1
