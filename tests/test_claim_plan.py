@@ -1,0 +1,63 @@
+"""The claim reads its index in order and stops after LIMIT rows, however large the backlog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from sqla_jobs.dialects.postgresql import PostgreSQLStatements
+from tests.helpers import TestDatabase
+
+BACKLOG = 100_000
+
+
+@pytest.fixture
+async def backlog_engine(pg_database: TestDatabase) -> AsyncEngine:
+    engine = create_async_engine(pg_database.url)
+    async with engine.begin() as connection:
+        # A backlog enqueued over the last 100 s, all of it due. Test data only: constant SQL, nothing formatted in.
+        await connection.execute(
+            text(
+                "INSERT INTO sqla_jobs_job (id, name, payload, queue, priority, context, "
+                "error_count, created_at, run_at) "
+                "SELECT gen_random_uuid(), 'bench.noop', '{}'::jsonb, "
+                "CASE WHEN n % 10 = 0 THEN 'other' ELSE 'default' END, n % 3, '', 0, "
+                "now() - n * interval '1 millisecond', now() - n * interval '1 millisecond' "
+                "FROM generate_series(1, :backlog) AS n"
+            ),
+            {"backlog": BACKLOG},
+        )
+    async with engine.begin() as connection:
+        # Committed: statistics gathered in a rolled-back transaction are rolled back too.
+        await connection.execute(text("ANALYZE sqla_jobs_job"))
+    return engine
+
+
+async def explain_claim(engine: AsyncEngine, queues: list[str]) -> str:
+    statement = PostgreSQLStatements().claim_jobs(
+        worker_id="w", queues=queues, limit=100, lock_timeout=timedelta(hours=2)
+    )
+    # EXPLAIN takes no bind parameters for the statement it explains, so the claim is rendered
+    # with its (test-chosen, constant) values inlined.
+    sql = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    async with engine.connect() as connection:
+        rows = (await connection.execute(text(f"EXPLAIN {sql}"))).scalars().all()
+    return "\n".join(rows)
+
+
+async def test_the_claim_uses_its_index_without_scanning_or_sorting_the_backlog(
+    backlog_engine: AsyncEngine,
+) -> None:
+    try:
+        plan = await explain_claim(backlog_engine, ["default"])
+    finally:
+        await backlog_engine.dispose()
+    assert "Index Scan using ix_sqla_jobs_job_claim" in plan, plan
+    assert "Seq Scan on sqla_jobs_job" not in plan, plan
+    assert "Sort" not in plan, plan
+    assert "Limit" in plan, plan
+    assert "LockRows" in plan, plan
