@@ -102,6 +102,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             poll_interval=settings.poll_interval,
             lock_timeout=settings.lock_timeout,
             shutdown_timeout=settings.shutdown_timeout,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
             max_retries=settings.max_retries,
         )
     except ConfigurationError as exc:

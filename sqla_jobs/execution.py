@@ -99,15 +99,26 @@ async def _run(task: Task, ctx: JobContext, executor: Executor | None) -> None:
 def _failed(
     job: ClaimedJob, exc: BaseException, task_class: type[Task] | None, default_max_retries: int
 ) -> Outcome:
-    error = format_error(exc)
+    return failure_outcome(
+        format_error(exc),
+        error_count=job.error_count,
+        task_class=task_class,
+        default_max_retries=default_max_retries,
+    )
+
+
+def failure_outcome(
+    error: str, *, error_count: int, task_class: type[Task] | None, default_max_retries: int
+) -> Retry | DeadLetter:
+    """Decide what becomes of a job that failed with `error_count` earlier failures."""
     options = task_class.__task_options__ if task_class else None
     max_retries = default_max_retries
     if options and options.max_retries is not None:
         max_retries = options.max_retries
-    if is_exhausted(job.error_count, max_retries):
+    if is_exhausted(error_count, max_retries):
         return DeadLetter(error=error)
     backoff = options.backoff if options else exponential_backoff
-    return Retry(error=error, delay=backoff(job.error_count))
+    return Retry(error=error, delay=backoff(error_count))
 
 
 def format_error(exc: BaseException) -> str:

@@ -72,6 +72,23 @@ class Job(Base):
         return f"<Job {self.id} {self.name!r} queue={self.queue!r} errors={self.error_count}>"
 
 
+class WorkerRecord(Base):
+    """A running worker process, kept alive by its heartbeat; how others tell it has died."""
+
+    __tablename__ = "sqla_jobs_worker"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The worker id, the value of `Job.locked_by` for the jobs it holds."""
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    started_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=db_now(), index=True)
+
+    def __repr__(self) -> str:
+        return f"<WorkerRecord {self.id} heartbeat_at={self.heartbeat_at}>"
+
+
 class DeadLetterJob(Base):
     """A job that failed more than its `max_retries` allow, kept for inspection and replay."""
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=20, ge=0)
     lock_timeout: timedelta = timedelta(hours=2)
     shutdown_timeout: timedelta = timedelta(seconds=30)
+    heartbeat_interval: timedelta = timedelta(seconds=5)
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    """A worker silent this long is dead: its jobs are retried (a failed attempt) by others."""
     imports: CommaSeparated = Field(default_factory=list)
     """Modules to import at start, so their Task classes register (comma-separated)."""
     log_level: LogLevel = "INFO"
@@ -48,7 +51,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("poll_interval", "lock_timeout", "shutdown_timeout", mode="before")
+    @field_validator(
+        "poll_interval",
+        "lock_timeout",
+        "shutdown_timeout",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        mode="before",
+    )
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         # "0.25" in the environment means seconds, as a bare number does in Python.
@@ -59,7 +69,7 @@ class Settings(BaseSettings):
                 return value  # ISO 8601 ("PT5M") or "HH:MM:SS": pydantic parses those
         return value
 
-    @field_validator("poll_interval", "lock_timeout")
+    @field_validator("poll_interval", "lock_timeout", "heartbeat_interval", "heartbeat_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -214,3 +214,25 @@ async def test_an_unimportable_module_is_a_clear_error(
 
 async def _contains(worker: WorkerProcess, text: str) -> bool:
     return text in worker.output
+
+
+async def test_a_killed_workers_job_is_rescued_by_heartbeat_before_the_lock_timeout(
+    engine: AsyncEngine, spawn: Spawn
+) -> None:
+    fast_heartbeat = {"SQLA_JOBS_HEARTBEAT_INTERVAL": "0.2", "SQLA_JOBS_HEARTBEAT_TIMEOUT": "1.5"}
+    first = spawn(**fast_heartbeat)
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(HangOnce(key="hang")))
+        await session.commit()
+    await wait_until(predicate(engine, ledger.c.event == "started", equals=1))
+    first.signal(signal.SIGKILL)
+    assert await first.exit_code() == -signal.SIGKILL
+
+    # The lock timeout stays at its 2 h default: only the dead worker's silence frees the job.
+    second = spawn(**fast_heartbeat)
+    await wait_until(predicate(engine, ledger.c.event == "finished", equals=1), timeout=30)
+    await wait_until(predicate(engine, equals=0, table=Job))
+    assert await count_where(engine, ledger.c.event == "started") == 2
+    second.signal(signal.SIGTERM)
+    assert await second.exit_code() == 0
+    assert "rescued jobs of dead workers" in second.output

@@ -45,6 +45,33 @@ class JobStatements(Protocol):
         """Unlock every job `worker_id` holds, so any worker can claim them at once."""
         ...
 
+    def register_worker(
+        self, *, worker_id: str, hostname: str, pid: int, queues: Sequence[str]
+    ) -> Insert:
+        """Insert this worker's registration; its heartbeat starts now."""
+        ...
+
+    def heartbeat(self, *, worker_id: str) -> Update:
+        """Mark `worker_id` alive now (0 rows: its registration was removed as dead)."""
+        ...
+
+    def unregister_worker(self, *, worker_id: str) -> Delete:
+        """Remove `worker_id`'s registration."""
+        ...
+
+    def lost_jobs(
+        self, *, heartbeat_timeout: timedelta, limit: int
+    ) -> Select[uuid.UUID, str, int, str | None]:
+        """Lock and select jobs held by workers silent for `heartbeat_timeout`.
+
+        Rows: (id, name, error_count, locked_by).
+        """
+        ...
+
+    def forget_dead_workers(self, *, heartbeat_timeout: timedelta) -> Delete:
+        """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
+        ...
+
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
         """Select the earliest future `run_at` of unlocked jobs (or NULL) and the database now."""
         ...

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 
 from sqla_jobs.clock import db_now, db_now_plus
-from sqla_jobs.models import DeadLetterJob, Job
+from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
 
 CLAIMED_COLUMNS = (
     Job.id,
@@ -99,6 +99,43 @@ class SharedStatements:
         """Unlock every job `worker_id` holds, so any worker can claim them at once."""
         return update(Job).where(Job.locked_by == worker_id).values(locked_by=None, locked_at=None)
 
+    def register_worker(
+        self, *, worker_id: str, hostname: str, pid: int, queues: Sequence[str]
+    ) -> Insert:
+        """Insert this worker's registration; its heartbeat starts now."""
+        return insert(WorkerRecord).values(
+            id=worker_id, hostname=hostname, pid=pid, queues=list(queues)
+        )
+
+    def heartbeat(self, *, worker_id: str) -> Update:
+        """Mark `worker_id` alive now (0 rows: its registration was removed as dead)."""
+        return (
+            update(WorkerRecord).where(WorkerRecord.id == worker_id).values(heartbeat_at=db_now())
+        )
+
+    def unregister_worker(self, *, worker_id: str) -> Delete:
+        """Remove `worker_id`'s registration."""
+        return delete(WorkerRecord).where(WorkerRecord.id == worker_id)
+
+    def lost_jobs(
+        self, *, heartbeat_timeout: timedelta, limit: int
+    ) -> Select[uuid.UUID, str, int, str | None]:
+        """Lock and select jobs held by workers silent for `heartbeat_timeout`.
+
+        Rows: (id, name, error_count, locked_by).
+        """
+        return (
+            select(Job.id, Job.name, Job.error_count, Job.locked_by)
+            .where(Job.locked_by.in_(select(WorkerRecord.id).where(_silent(heartbeat_timeout))))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+    def forget_dead_workers(self, *, heartbeat_timeout: timedelta) -> Delete:
+        """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
+        holds_jobs = select(Job.id).where(Job.locked_by == WorkerRecord.id).exists()
+        return delete(WorkerRecord).where(_silent(heartbeat_timeout), ~holds_jobs)
+
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
         """Select the earliest future `run_at` among unlocked jobs, and the database's now."""
         earliest = func.min(Job.run_at).label("earliest")
@@ -109,3 +146,7 @@ class SharedStatements:
     def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
         """Return None: this database cannot wake other processes."""
         return None
+
+
+def _silent(heartbeat_timeout: timedelta) -> Any:
+    return WorkerRecord.heartbeat_at < db_now_plus(-heartbeat_timeout.total_seconds())

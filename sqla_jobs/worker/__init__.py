@@ -27,10 +27,11 @@ from sqla_jobs.context import ClaimedJob, JobContext
 from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.execution import execute
+from sqla_jobs.execution import DeadLetter, Retry, execute, failure_outcome
 from sqla_jobs.tasks import Task, is_concrete, registered_tasks
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker.completer import DATABASE_ERRORS, Completer, backoff_delay
+from sqla_jobs.worker.heartbeat import Heartbeat
 from sqla_jobs.worker.listener import Listener
 
 DEFAULT_CONCURRENCY = 10
@@ -38,6 +39,8 @@ DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
 DEFAULT_LOCK_TIMEOUT = timedelta(hours=2)
 DEFAULT_SHUTDOWN_TIMEOUT = timedelta(seconds=30)
 DEFAULT_MAX_RETRIES = 20
+DEFAULT_HEARTBEAT_INTERVAL = timedelta(seconds=5)
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 # Writing an outcome back is retried this many times before the job is left to the lock timeout.
 RECORD_ATTEMPTS = 6
 # While busy, claim once a quarter of the slots is free (or after this pause), rather than one
@@ -69,6 +72,8 @@ class Worker:
         lock_timeout: timedelta = DEFAULT_LOCK_TIMEOUT,
         shutdown_timeout: timedelta = DEFAULT_SHUTDOWN_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        heartbeat_interval: timedelta = DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
         worker_id: str | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -76,9 +81,16 @@ class Worker:
             raise ConfigurationError("concurrency must be at least 1")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be at least 0")
-        for option, value in (("poll_interval", poll_interval), ("lock_timeout", lock_timeout)):
+        for option, value in (
+            ("poll_interval", poll_interval),
+            ("lock_timeout", lock_timeout),
+            ("heartbeat_interval", heartbeat_interval),
+            ("heartbeat_timeout", heartbeat_timeout),
+        ):
             if value <= timedelta(0):
                 raise ConfigurationError(f"{option} must be positive")
+        if heartbeat_timeout <= heartbeat_interval:
+            raise ConfigurationError("heartbeat_timeout must be longer than heartbeat_interval")
         # An engine the caller passed is the caller's to dispose; one made from a URL is ours.
         self._owns_engine = not isinstance(engine_or_url, AsyncEngine)
         self.engine: AsyncEngine = (
@@ -110,6 +122,15 @@ class Worker:
         self._completer = Completer(self.engine, self._autocommit, self._statements, self.id)
         self._claims: dict[int, Any] = {}
         self._listener: Listener | None = None
+        self.heartbeat = Heartbeat(
+            url=self.engine.url,
+            statements=self._statements,
+            worker_id=self.id,
+            queues=self.queues,
+            interval=heartbeat_interval,
+            timeout=heartbeat_timeout,
+            decide_lost=self._decide_lost,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.jobs_processed = 0
 
@@ -122,6 +143,16 @@ class Worker:
     def is_listening(self) -> bool:
         """Tell whether the worker currently receives PostgreSQL notifications of new jobs."""
         return self._listener is not None and self._listener.connected.is_set()
+
+    def _decide_lost(self, name: str, error_count: int, error: str) -> Retry | DeadLetter:
+        """Decide, as for any failure, what becomes of a job whose worker died."""
+        task_class = self.tasks.get(name) or registered_tasks().get(name)
+        return failure_outcome(
+            error,
+            error_count=error_count,
+            task_class=task_class,
+            default_max_retries=self.max_retries,
+        )
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming; running jobs get `shutdown_timeout` to finish (none with `force`)."""
@@ -158,6 +189,7 @@ class Worker:
             self._listener = Listener(self.engine.url, self.queues, self._wake_threadsafe)
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
         unsubscribe = wakeup.subscribe(self._wake_threadsafe)
+        await self.heartbeat.start()
         remove_handlers = self._install_signal_handlers() if not until_idle else _no_op
         self._log.info(
             "worker started",
@@ -280,12 +312,17 @@ class Worker:
             task.cancel()
         # Cancelled jobs end at once; jobs writing their outcome get a moment to commit it.
         await self._wait_for_running(timedelta(seconds=5), until_forced=False)
-        for helper in helpers:
+        # Helpers end on `_stopping`; cancelling one inside a database call could leave its
+        # connection unreturned, so that is the last resort.
+        self._completer.wake()
+        _, stuck = await asyncio.wait(helpers, timeout=5)
+        for helper in stuck:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         # Completions first: a released job that had succeeded would run again.
         await self._completer.flush(attempts=RECORD_ATTEMPTS)
         await self._release_locks()
+        await self.heartbeat.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_engine:

@@ -80,6 +80,10 @@ class Completer:
             case _:
                 assert_never(outcome)
 
+    def wake(self) -> None:
+        """Make `run` look at its `stopping` event now."""
+        self._has_succeeded.set()
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush batches of succeeded jobs until `stopping` is set; then call `flush` once more."""
         while not stopping.is_set():

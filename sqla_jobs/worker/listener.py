@@ -21,6 +21,7 @@ from sqla_jobs.dialects.postgresql import CHANNEL
 from sqla_jobs.urls import display_url
 
 MAX_RECONNECT_BACKOFF = timedelta(seconds=10)
+CONNECT_TIMEOUT = 5.0
 
 
 class Listener:
@@ -39,7 +40,7 @@ class Listener:
         failures = 0
         while not stopping.is_set():
             try:
-                connection = await asyncpg.connect(self._dsn)
+                connection = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 failures += 1
                 await self._back_off(exc, failures, stopping)
