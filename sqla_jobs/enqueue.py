@@ -12,13 +12,13 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy import Insert, insert
 
 from .clock import db_now_plus
 from .errors import EnqueueError, PayloadError
 from .models import Job
-from .tasks import MAX_NAME_LENGTH, Task, is_concrete
+from .tasks import DEFAULT_MAX_PAYLOAD_BYTES, MAX_NAME_LENGTH, Task, is_concrete
 
 _INT32 = range(-(2**31), 2**31)
 _JOB_TABLE = Job.metadata.tables[Job.__tablename__]
@@ -32,19 +32,27 @@ def enqueue(
     priority: int | None = None,
     queue: str | None = None,
     context: str = "",
+    max_payload_bytes: int | None = None,
 ) -> Job:
     """Return a new, unsaved `Job` that runs `task`; add it to your session to enqueue it.
 
     No I/O happens here: the job exists once the caller's transaction commits, and never if it
     rolls back. `run_at` (timezone-aware) or `delay` (counted from the database's clock at
-    insert) defer the job; `priority` and `queue` override the task's options.
+    insert) defer the job; `priority`, `queue` and `max_payload_bytes` override the task's
+    options. A payload whose JSON is larger than `max_payload_bytes` raises `PayloadError`.
 
     >>> session.add(enqueue(SendEmail(to="a@example.com"), delay=timedelta(minutes=5)))
     """
     if not isinstance(task, Task):
         raise EnqueueError(f"enqueue() takes a Task instance, not {type(task).__name__}")
     return Job(
-        **_job_values(task, priority=priority, queue=queue, context=context),
+        **_job_values(
+            task,
+            priority=priority,
+            queue=queue,
+            context=context,
+            max_payload_bytes=max_payload_bytes,
+        ),
         **_schedule(run_at=run_at, delay=delay),
     )
 
@@ -57,6 +65,7 @@ def enqueue_many(
     priority: int | None = None,
     queue: str | None = None,
     context: str = "",
+    max_payload_bytes: int | None = None,
     chunk_size: int = 1000,
 ) -> Iterator[Insert]:
     """Yield one multi-row INSERT per `chunk_size` tasks; execute each in your transaction.
@@ -82,8 +91,16 @@ def enqueue_many(
     if priority is not None:
         _check_priority(priority)
     _check_context(context)
+    if max_payload_bytes is not None:
+        _check_max_payload_bytes(max_payload_bytes)
     return _insert_chunks(
-        tasks, schedule, priority=priority, queue=queue, context=context, chunk_size=chunk_size
+        tasks,
+        schedule,
+        priority=priority,
+        queue=queue,
+        context=context,
+        max_payload_bytes=max_payload_bytes,
+        chunk_size=chunk_size,
     )
 
 
@@ -94,6 +111,7 @@ def _insert_chunks(
     priority: int | None,
     queue: str | None,
     context: str,
+    max_payload_bytes: int | None,
     chunk_size: int,
 ) -> Iterator[Insert]:
     numbered = enumerate(tasks)
@@ -103,7 +121,13 @@ def _insert_chunks(
             try:
                 if not isinstance(task, Task):
                     raise EnqueueError(f"enqueue_many() takes Tasks, not {type(task).__name__}")
-                values = _job_values(task, priority=priority, queue=queue, context=context)
+                values = _job_values(
+                    task,
+                    priority=priority,
+                    queue=queue,
+                    context=context,
+                    max_payload_bytes=max_payload_bytes,
+                )
             except EnqueueError as exc:
                 raise type(exc)(f"tasks[{index}]: {exc}") from exc
             rows.append(values | schedule)
@@ -113,17 +137,24 @@ def _insert_chunks(
 
 
 def _job_values(
-    task: Task, *, priority: int | None, queue: str | None, context: str
+    task: Task,
+    *,
+    priority: int | None,
+    queue: str | None,
+    context: str,
+    max_payload_bytes: int | None,
 ) -> dict[str, Any]:
     """Return the column values of a new job running `task`, every argument validated."""
     task_class = type(task)
     if not is_concrete(task_class):
         raise EnqueueError(f"{task_class.__qualname__} does not implement run()")
     options = task_class.__task_options__
+    if max_payload_bytes is None:
+        max_payload_bytes = options.max_payload_bytes
     return {
         "id": uuid.uuid4(),
         "name": options.name,
-        "payload": to_payload(task),
+        "payload": to_payload(task, max_bytes=_check_max_payload_bytes(max_payload_bytes)),
         "queue": _check_queue(options.queue if queue is None else queue),
         "priority": _check_priority(options.priority if priority is None else priority),
         "context": _check_context(context),
@@ -143,8 +174,11 @@ def _schedule(*, run_at: datetime | None, delay: timedelta | None) -> dict[str, 
     return {}
 
 
-def to_payload(task: Task) -> dict[str, Any]:
-    """Return `task`'s fields as a JSON object, or raise `PayloadError` saying what is wrong."""
+def to_payload(task: Task, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """Return `task`'s fields as a JSON object, or raise `PayloadError` saying what is wrong.
+
+    The size checked is that of the compact UTF-8 JSON encoding, in bytes.
+    """
     try:
         payload = task.model_dump(mode="json")
     except PydanticSerializationError as exc:
@@ -152,6 +186,14 @@ def to_payload(task: Task) -> dict[str, Any]:
     if _has_nul(payload):
         # PostgreSQL rejects \u0000 in JSONB at commit, which would sink the caller's transaction.
         raise PayloadError(f"{type(task).__qualname__} payload contains a NUL character (\\u0000)")
+    # PostgreSQL would take up to ~256 MB of JSONB; a runaway payload is better refused here,
+    # in the caller's request, than read back by every claim and retry of the job.
+    size = len(to_json(payload))
+    if size > max_bytes:
+        raise PayloadError(
+            f"{type(task).__qualname__} payload is {size} bytes of JSON, over the limit of "
+            f"{max_bytes} bytes (max_payload_bytes)"
+        )
     return payload
 
 
@@ -175,6 +217,12 @@ def _check_priority(priority: object) -> int:
     if not isinstance(priority, int) or isinstance(priority, bool) or priority not in _INT32:
         raise EnqueueError("priority must be an int between -2**31 and 2**31 - 1")
     return priority
+
+
+def _check_max_payload_bytes(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise EnqueueError("max_payload_bytes must be an int of at least 1")
+    return limit
 
 
 def _check_context(context: object) -> str:

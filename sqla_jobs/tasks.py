@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from .context import JobContext
 
 MAX_NAME_LENGTH = 255
-_OPTION_NAMES = frozenset({"name", "queue", "priority", "max_retries", "backoff"})
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+_OPTION_NAMES = frozenset(
+    {"name", "queue", "priority", "max_retries", "backoff", "max_payload_bytes"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class TaskOptions:
     max_retries: int | None = None
     """None: the worker's `max_retries` (20 unless configured)."""
     backoff: Backoff = exponential_backoff
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """The largest payload `enqueue` accepts, in bytes of compact UTF-8 JSON."""
 
 
 class Task(BaseModel):
@@ -86,6 +91,7 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
     priority = given.get("priority", inherited.priority)
     max_retries = given.get("max_retries", inherited.max_retries)
     backoff = given.get("backoff", inherited.backoff)
+    max_payload_bytes = given.get("max_payload_bytes", inherited.max_payload_bytes)
     _check_identifier("name", name, where=cls)
     _check_identifier("queue", queue, where=cls)
     if not _is_int(priority):
@@ -94,8 +100,15 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
         raise ConfigurationError(f"{cls.__qualname__}: max_retries must be an int >= 0")
     if not callable(backoff):
         raise ConfigurationError(f"{cls.__qualname__}: backoff must be callable")
+    if not (_is_int(max_payload_bytes) and max_payload_bytes >= 1):
+        raise ConfigurationError(f"{cls.__qualname__}: max_payload_bytes must be an int >= 1")
     return TaskOptions(
-        name=name, queue=queue, priority=priority, max_retries=max_retries, backoff=backoff
+        name=name,
+        queue=queue,
+        priority=priority,
+        max_retries=max_retries,
+        backoff=backoff,
+        max_payload_bytes=max_payload_bytes,
     )
 
 

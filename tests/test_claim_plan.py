@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sqla_jobs.dialects.postgresql import PostgreSQLStatements
@@ -19,7 +18,8 @@ BACKLOG = 100_000
 async def backlog_engine(pg_database: TestDatabase) -> AsyncEngine:
     engine = create_async_engine(pg_database.url)
     async with engine.begin() as connection:
-        # A backlog enqueued over the last 100 s, all of it due. Test data only: constant SQL, nothing formatted in.
+        # A backlog enqueued over the last 100 s, all of it due.
+        # Test data only: constant SQL, nothing formatted in.
         await connection.execute(
             text(
                 "INSERT INTO sqla_jobs_job (id, name, payload, queue, priority, context, "
@@ -43,7 +43,7 @@ async def explain_claim(engine: AsyncEngine, queues: list[str]) -> str:
     )
     # EXPLAIN takes no bind parameters for the statement it explains, so the claim is rendered
     # with its (test-chosen, constant) values inlined.
-    sql = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    sql = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
     async with engine.connect() as connection:
         rows = (await connection.execute(text(f"EXPLAIN {sql}"))).scalars().all()
     return "\n".join(rows)

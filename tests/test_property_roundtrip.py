@@ -1,0 +1,124 @@
+"""Property: any text (but NUL) survives enqueue → commit → worker → `Task.run` unchanged.
+
+Arbitrary strings go where a job carries text: payload values and keys, the queue name and the
+context. Task names are class options, so they would need a class per example; they are not
+generated here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from sqla_jobs import Job, JobContext, Task, Worker, enqueue
+from sqla_jobs.tasks import MAX_NAME_LENGTH
+from tests.helpers import TestDatabase
+
+
+@dataclass(frozen=True)
+class Seen:
+    text: str
+    items: list[str]
+    mapping: dict[str, str]
+    queue: str
+    context: str
+
+
+seen: list[Seen] = []
+
+
+class Echo(Task, name="tests.property_roundtrip.echo"):
+    text: str
+    items: list[str]
+    mapping: dict[str, str]
+
+    async def run(self, ctx: JobContext) -> None:
+        seen.append(Seen(self.text, self.items, self.mapping, ctx.queue, ctx.context))
+
+
+# Every character UTF-8 can carry (so no lone surrogates) except NUL, which PostgreSQL refuses.
+CHARACTERS = st.characters(codec="utf-8", exclude_characters="\x00")
+# Fragments that break naive quoting, escaping or encoding, mixed into random text.
+TRICKY = st.sampled_from(
+    [
+        "'",
+        '"',
+        "\\",
+        "\\u0000",
+        "\\'",
+        "%s",
+        "%(x)s",
+        "$1",
+        ":name",
+        "'; DROP TABLE sqla_jobs_job; --",
+        "SELECT * FROM pg_catalog.pg_user",
+        "NULL",
+        "null",
+        "\r\n",
+        "\t",
+        "\u2028",
+        "\ufeff",
+        "😀",
+        "𝄞",
+        "\U0010ffff",
+    ]
+)
+TEXT = st.one_of(
+    st.text(CHARACTERS, max_size=50),
+    st.lists(st.one_of(TRICKY, st.text(CHARACTERS, max_size=8)), max_size=10).map("".join),
+)
+QUEUE = st.one_of(
+    st.text(CHARACTERS, min_size=1, max_size=MAX_NAME_LENGTH),
+    TEXT.map(lambda text: text[:MAX_NAME_LENGTH]).filter(bool),
+)
+
+
+@settings(
+    max_examples=50,
+    # A loaded 2-core machine makes example timings meaningless; the work is I/O anyway.
+    deadline=None,
+    # One database for the whole test: each example deletes what it left behind.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    text=TEXT,
+    items=st.lists(TEXT, max_size=4),
+    mapping=st.dictionaries(TEXT, TEXT, max_size=4),
+    queue=QUEUE,
+    context=TEXT,
+)
+def test_any_text_round_trips_through_a_worker_unchanged(
+    pg_database: TestDatabase,
+    text: str,
+    items: list[str],
+    mapping: dict[str, str],
+    queue: str,
+    context: str,
+) -> None:
+    seen.clear()
+    processed = asyncio.run(
+        _enqueue_and_run(
+            pg_database.url, Echo(text=text, items=items, mapping=mapping), queue, context
+        )
+    )
+    assert processed == 1
+    assert seen == [Seen(text, items, mapping, queue, context)]
+
+
+async def _enqueue_and_run(url: str, task: Echo, queue: str, context: str) -> int:
+    engine = create_async_engine(url)
+    try:
+        async with AsyncSession(engine) as session:
+            # A failed (or shrunk) earlier example may have left its job behind.
+            await session.execute(delete(Job))
+            session.add(enqueue(task, queue=queue, context=context))
+            await session.commit()
+        worker = Worker(engine, tasks=[Echo], queues=[queue], concurrency=1, handle_signals=False)
+        return await worker.run_until_idle()
+    finally:
+        await engine.dispose()
