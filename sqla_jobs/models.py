@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Index, Integer, MetaData, String, Text, Uuid
+from sqlalchemy import JSON, Float, Index, Integer, MetaData, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,6 +58,10 @@ class Job(Base):
     last_failed_at: Mapped[datetime | None]
     locked_by: Mapped[str | None] = mapped_column(String(255))
     locked_at: Mapped[datetime | None]
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    """This job's time limit, overriding its task's `timeout` option; None: the task's."""
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    """Set by `cancel()`: the job is to be stopped (if running) and dead-lettered."""
 
     __table_args__ = (
         # Serves the claim: equality on queue, then the claim's order, so a single-queue claim

@@ -36,9 +36,12 @@ class JobStatements(Protocol):
         ...
 
     def dead_letter_job(
-        self, *, worker_id: str, job_id: uuid.UUID, error: str
+        self, *, worker_id: str | None, job_id: uuid.UUID, error: str
     ) -> tuple[Insert, Delete]:
-        """Copy the job into the dead-letter table, then delete it (run both in one transaction)."""
+        """Copy the job into the dead-letter table, then delete it (run both in one transaction).
+
+        Guarded by ``locked_by = worker_id``, or, with `worker_id` None, by the job being unlocked.
+        """
         ...
 
     def release_locks(self, *, worker_id: str) -> Update:
@@ -70,6 +73,14 @@ class JobStatements(Protocol):
 
     def forget_dead_workers(self, *, heartbeat_timeout: timedelta) -> Delete:
         """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
+        ...
+
+    def cancel_requests(self, *, worker_id: str) -> Select[uuid.UUID, str | None]:
+        """Select (id, cancel_reason) of the jobs `worker_id` runs that were asked to stop."""
+        ...
+
+    def cancelled_queued_jobs(self, *, limit: int) -> Select[uuid.UUID, str | None]:
+        """Lock and select (id, cancel_reason) of cancelled jobs that no worker runs."""
         ...
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:

@@ -63,10 +63,14 @@ class SharedStatements:
         )
 
     def dead_letter_job(
-        self, *, worker_id: str, job_id: uuid.UUID, error: str
+        self, *, worker_id: str | None, job_id: uuid.UUID, error: str
     ) -> tuple[Insert, Delete]:
-        """Copy the job into the dead-letter table, then delete it (run both in one transaction)."""
-        held = (Job.id == job_id, Job.locked_by == worker_id)
+        """Copy the job into the dead-letter table, then delete it (run both in one transaction).
+
+        Guarded by ``locked_by = worker_id``, or, with `worker_id` None, by the job being unlocked.
+        """
+        owner = Job.locked_by.is_(None) if worker_id is None else Job.locked_by == worker_id
+        held = (Job.id == job_id, owner)
         copy = insert(DeadLetterJob).from_select(
             [
                 DeadLetterJob.id,
@@ -135,6 +139,21 @@ class SharedStatements:
         """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
         holds_jobs = select(Job.id).where(Job.locked_by == WorkerRecord.id).exists()
         return delete(WorkerRecord).where(_silent(heartbeat_timeout), ~holds_jobs)
+
+    def cancel_requests(self, *, worker_id: str) -> Select[uuid.UUID, str | None]:
+        """Select (id, cancel_reason) of the jobs `worker_id` runs that were asked to stop."""
+        return select(Job.id, Job.cancel_reason).where(
+            Job.locked_by == worker_id, Job.cancel_reason.is_not(None)
+        )
+
+    def cancelled_queued_jobs(self, *, limit: int) -> Select[uuid.UUID, str | None]:
+        """Lock and select (id, cancel_reason) of cancelled jobs that no worker runs."""
+        return (
+            select(Job.id, Job.cancel_reason)
+            .where(Job.locked_by.is_(None), Job.cancel_reason.is_not(None))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
         """Select the earliest future `run_at` among unlocked jobs, and the database's now."""

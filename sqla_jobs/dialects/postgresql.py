@@ -14,7 +14,9 @@ from sqla_jobs.models import Job
 from ._shared import CLAIMED_COLUMNS, SharedStatements
 
 CHANNEL = "sqla_jobs"
-"""The NOTIFY channel; each notification's payload is a queue name (see the insert trigger)."""
+"""The NOTIFY channel of new jobs; each notification's payload is a queue name."""
+CANCEL_CHANNEL = "sqla_jobs_cancel"
+"""The NOTIFY channel of cancellations of running jobs; payload ``<job id>:<reason>``."""
 
 
 class PostgreSQLStatements(SharedStatements):
@@ -33,6 +35,7 @@ class PostgreSQLStatements(SharedStatements):
             .where(
                 Job.queue.in_(queues),
                 Job.run_at <= db_now(),
+                Job.cancel_reason.is_(None),
                 or_(
                     Job.locked_at.is_(None),
                     Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),

@@ -29,6 +29,7 @@ class SQLiteStatements(SharedStatements):
             .where(
                 Job.queue.in_(queues),
                 Job.run_at <= db_now(),
+                Job.cancel_reason.is_(None),
                 or_(
                     Job.locked_at.is_(None),
                     Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),

@@ -27,10 +27,15 @@ from sqla_jobs.context import ClaimedJob, JobContext
 from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.execution import DeadLetter, Retry, execute, failure_outcome
+from sqla_jobs.execution import DeadLetter, Outcome, Retry, execute, failure_outcome
 from sqla_jobs.tasks import Task, is_concrete, registered_tasks
 from sqla_jobs.urls import display_url
-from sqla_jobs.worker.completer import DATABASE_ERRORS, Completer, backoff_delay
+from sqla_jobs.worker.completer import (
+    DATABASE_ERRORS,
+    Completer,
+    backoff_delay,
+    summarize_error,
+)
 from sqla_jobs.worker.heartbeat import Heartbeat
 from sqla_jobs.worker.listener import Listener
 
@@ -114,7 +119,8 @@ class Worker:
         self._statements: JobStatements = statements_for(self.engine.dialect.name)
         self._log = logger.bind(worker_id=self.id)
         self._running: set[asyncio.Task[None]] = set()
-        self._executing: set[asyncio.Task[Any]] = set()
+        self._executing: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._cancel_reasons: dict[uuid.UUID, str] = {}
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -130,6 +136,7 @@ class Worker:
             interval=heartbeat_interval,
             timeout=heartbeat_timeout,
             decide_lost=self._decide_lost,
+            cancel=self._cancel_threadsafe,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.jobs_processed = 0
@@ -186,7 +193,9 @@ class Worker:
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqla_jobs")
         helpers = [asyncio.create_task(self._completer.run(self._stopping))]
         if not until_idle and self.engine.dialect.name == "postgresql":
-            self._listener = Listener(self.engine.url, self.queues, self._wake_threadsafe)
+            self._listener = Listener(
+                self.engine.url, self.queues, self._wake_threadsafe, self._cancel_threadsafe
+            )
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
         unsubscribe = wakeup.subscribe(self._wake_threadsafe)
         await self.heartbeat.start()
@@ -213,6 +222,19 @@ class Worker:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _cancel_threadsafe(self, job_id: uuid.UUID, reason: str) -> None:
+        """Cancel job `job_id` if this worker runs it; callable from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._cancel, job_id, reason)
+
+    def _cancel(self, job_id: uuid.UUID, reason: str) -> None:
+        task = self._executing.get(job_id)
+        if task is None or job_id in self._cancel_reasons:
+            return  # not ours, not running any more, or already being cancelled
+        self._cancel_reasons[job_id] = reason
+        task.cancel()
 
     async def _claim_loop(self, *, until_idle: bool) -> None:
         failures = 0
@@ -287,9 +309,9 @@ class Worker:
             ctx = JobContext.for_job(job, worker_id=self.id, state=self.state)
             me = asyncio.current_task()
             assert me is not None
-            self._executing.add(me)
+            self._executing[job.id] = me
             try:
-                outcome = await execute(
+                outcome: Outcome = await execute(
                     job,
                     ctx,
                     tasks=self.tasks,
@@ -297,10 +319,17 @@ class Worker:
                     executor=self._executor,
                 )
             except asyncio.CancelledError:
-                self._log.warning("job cancelled by shutdown; its lock is released")
-                raise
+                reason = self._cancel_reasons.get(job.id)
+                if reason is None:
+                    self._log.warning("job cancelled by shutdown; its lock is released")
+                    raise
+                # Cancelled on request, not by shutdown: this task goes on to record it.
+                me.uncancel()
+                self._log.warning("job cancelled by request", reason=reason)
+                outcome = DeadLetter(error=f"cancelled: {reason}")
             finally:
-                self._executing.discard(me)
+                del self._executing[job.id]
+                self._cancel_reasons.pop(job.id, None)
             await self._completer.record(job.id, outcome, attempts=RECORD_ATTEMPTS)
 
     async def _shut_down(self, helpers: list[asyncio.Task[None]]) -> None:
@@ -308,7 +337,7 @@ class Worker:
         if self._running and not self._forced.is_set():
             self._log.info("waiting for running jobs", count=len(self._running))
             await self._wait_for_running(self.shutdown_timeout)
-        for task in list(self._executing):
+        for task in list(self._executing.values()):
             task.cancel()
         # Cancelled jobs end at once; jobs writing their outcome get a moment to commit it.
         await self._wait_for_running(timedelta(seconds=5), until_forced=False)
@@ -365,7 +394,9 @@ class Worker:
 
     async def _back_off(self, what: str, exc: BaseException, failures: int) -> None:
         delay = backoff_delay(failures)
-        self._log.warning(what, error=str(exc), failures=failures, retry_in=delay.total_seconds())
+        self._log.warning(
+            what, error=summarize_error(str(exc)), failures=failures, retry_in=delay.total_seconds()
+        )
         await self._sleep(delay)
 
     async def _sleep(self, delay: timedelta) -> None:

@@ -72,11 +72,15 @@ class Completer:
             case Retry(error=error, delay=delay):
                 if await self._write(job_id, outcome, attempts):
                     logger.warning(
-                        "job failed; retrying", retry_in=delay.total_seconds(), error=_last(error)
+                        "job failed; retrying",
+                        retry_in=delay.total_seconds(),
+                        error=summarize_error(error),
                     )
             case DeadLetter(error=error):
                 if await self._write(job_id, outcome, attempts):
-                    logger.error("job failed; moved to the dead-letter table", error=_last(error))
+                    logger.error(
+                        "job failed; moved to the dead-letter table", error=summarize_error(error)
+                    )
             case _:
                 assert_never(outcome)
 
@@ -158,11 +162,22 @@ class Completer:
 
 async def _back_off(what: str, exc: BaseException, failures: int) -> None:
     delay = backoff_delay(failures)
-    logger.warning(what, error=_last(str(exc)), failures=failures, retry_in=delay.total_seconds())
+    logger.warning(
+        what, error=summarize_error(str(exc)), failures=failures, retry_in=delay.total_seconds()
+    )
     await asyncio.sleep(delay.total_seconds())
 
 
-def _last(error: str) -> str:
-    """Return the last line of a traceback: the exception type and message."""
-    lines = error.strip().splitlines()
+def summarize_error(error: str) -> str:
+    """Return the last line of a traceback (or error message): the exception type and message.
+
+    SQLAlchemy appends the statement (often many lines) and a documentation link to its
+    messages; both are cut, so the line names the driver's error instead of the link.
+    """
+    head, sql, _ = error.strip().rpartition("\n[SQL: ")
+    lines = [
+        line
+        for line in (head if sql else error.strip()).splitlines()
+        if line.strip() and not line.startswith("(Background on this error at:")
+    ]
     return lines[-1] if lines else ""

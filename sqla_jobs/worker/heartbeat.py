@@ -52,6 +52,7 @@ class Heartbeat:
         interval: timedelta,
         timeout: timedelta,
         decide_lost: DecideLost,
+        cancel: Callable[[uuid.UUID, str], None],
     ) -> None:
         self._url = url
         self._statements = statements
@@ -60,6 +61,7 @@ class Heartbeat:
         self._interval = interval.total_seconds()
         self._timeout = timeout
         self._decide_lost = decide_lost
+        self._cancel = cancel
         self._stopping = threading.Event()
         self._registered = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +115,9 @@ class Heartbeat:
         try:
             async with engine.begin() as connection:
                 await self._keep_registered(connection)
+                await self._pass_on_cancel_requests(connection)
             rescued = await self._rescue(engine)
+            await self._dead_letter_cancelled(engine)
         except DATABASE_ERRORS as exc:
             logger.warning("heartbeat failed", worker_id=self._worker_id, error=str(exc))
             return
@@ -139,6 +143,24 @@ class Heartbeat:
         with contextlib.suppress(IntegrityError):
             await connection.execute(register)
         self._registered.set()
+
+    async def _pass_on_cancel_requests(self, connection: AsyncConnection) -> None:
+        """Cancel this worker's jobs asked to stop (the NOTIFY may have been missed, or absent)."""
+        requests = self._statements.cancel_requests(worker_id=self._worker_id)
+        for job_id, reason in (await connection.execute(requests)).all():
+            self._cancel(job_id, reason or "")
+
+    async def _dead_letter_cancelled(self, engine: AsyncEngine) -> None:
+        """Move cancelled jobs that no worker runs to the dead-letter table."""
+        async with engine.begin() as connection:
+            queued = self._statements.cancelled_queued_jobs(limit=RESCUE_BATCH)
+            for job_id, reason in (await connection.execute(queued)).all():
+                copy, remove = self._statements.dead_letter_job(
+                    worker_id=None, job_id=job_id, error=f"cancelled: {reason}"
+                )
+                await connection.execute(copy)
+                await connection.execute(remove)
+                logger.warning("cancelled job dead-lettered", job_id=str(job_id))
 
     async def _rescue(self, engine: AsyncEngine) -> int:
         """Retry or dead-letter, as one failed attempt, the jobs of workers that fell silent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ import asyncpg
 from loguru import logger
 from sqlalchemy.engine import URL
 
-from sqla_jobs.dialects.postgresql import CHANNEL
+from sqla_jobs.dialects.postgresql import CANCEL_CHANNEL, CHANNEL
 from sqla_jobs.urls import display_url
 
 MAX_RECONNECT_BACKOFF = timedelta(seconds=10)
@@ -25,14 +26,21 @@ CONNECT_TIMEOUT = 5.0
 
 
 class Listener:
-    """Call `wake` whenever a job is committed into one of `queues`."""
+    """Call `wake` when a job is committed into one of `queues`, `cancel` when one is cancelled."""
 
-    def __init__(self, url: URL, queues: Collection[str], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        url: URL,
+        queues: Collection[str],
+        wake: Callable[[], None],
+        cancel: Callable[[uuid.UUID, str], None],
+    ) -> None:
         # asyncpg takes a libpq-style DSN; the password stays in it, and out of every log line.
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._display = display_url(url)
         self._queues = frozenset(queues)
         self._wake = wake
+        self._cancel = cancel
         self.connected = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -59,6 +67,7 @@ class Listener:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(CHANNEL, self._on_notification)
+        await connection.add_listener(CANCEL_CHANNEL, self._on_cancellation)
         self.connected.set()
         logger.debug("listening for new jobs", database=self._display, channel=CHANNEL)
         # Jobs committed while we were not listening sent their notifications to nobody.
@@ -76,6 +85,11 @@ class Listener:
     def _on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if payload in self._queues:
             self._wake()
+
+    def _on_cancellation(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        job_id, _, reason = payload.partition(":")
+        with contextlib.suppress(ValueError):  # not ours to understand: ignore it
+            self._cancel(uuid.UUID(job_id), reason)
 
     async def _back_off(self, exc: BaseException, failures: int, stopping: asyncio.Event) -> None:
         delay = min(0.1 * 2**failures, MAX_RECONNECT_BACKOFF.total_seconds())
