@@ -37,7 +37,17 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from sqla_jobs.clock import db_now_plus
 from sqla_jobs.models import Job
 
-_TARGET = ["id", "name", "payload", "queue", "priority", "context", "error_count", "run_at"]
+_TARGET = [
+    "id",
+    "name",
+    "payload",
+    "queue",
+    "priority",
+    "context",
+    "timeout_seconds",
+    "error_count",
+    "run_at",
+]
 
 
 class InsertJobRows(Executable, ClauseElement):
@@ -70,6 +80,7 @@ def _encode(rows: list[dict[str, Any]]) -> str:
                 "queue": row["queue"],
                 "priority": row["priority"],
                 "context": row["context"],
+                "timeout_seconds": row["timeout_seconds"],
                 "run_at": _utc_text(row.get("run_at")),
             }
             for row in rows
@@ -97,13 +108,14 @@ def _compile_postgresql(element: InsertJobRows, compiler: SQLCompiler, **kw: Any
             column("queue", String()),
             column("priority", Integer()),
             column("context", Text()),
+            column("timeout_seconds", Float()),
             column("run_at", DateTime(timezone=True)),
         )
         # A record-returning function needs its column definitions: AS r(id UUID, ...).
         .render_derived(name="r", with_types=True)
     )
     run_at = func.coalesce(rows.c.run_at, db_now_plus(element.delay))
-    values = select(*(rows.c[c] for c in _TARGET[:6]), literal(0), run_at)
+    values = select(*(rows.c[c] for c in _TARGET[:7]), literal(0), run_at)
     return compiler.process(insert(Job).from_select(_TARGET, values), **kw)
 
 
@@ -124,6 +136,7 @@ def _compile_sqlite(element: InsertJobRows, compiler: SQLCompiler, **kw: Any) ->
         field("queue"),
         field("priority"),
         field("context"),
+        field("timeout_seconds"),
         literal(0),
         run_at,
     )
