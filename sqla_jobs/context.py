@@ -21,6 +21,8 @@ class ClaimedJob:
     created_at: datetime
     context: str
     error_count: int
+    timeout_seconds: float | None = None
+    """The time limit enqueue() set for this job; None: its task's `timeout` option."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ The hierarchy::
     ├── ConfigurationError
     ├── DuplicateTaskNameError
     ├── UnknownTaskError
+    ├── JobTimeoutError
     └── EnqueueError
         └── PayloadError
 """
@@ -30,6 +31,10 @@ class DuplicateTaskNameError(SqlaJobsError):
 
 class UnknownTaskError(SqlaJobsError):
     """No Task class is registered under this job's name."""
+
+
+class JobTimeoutError(SqlaJobsError):
+    """A job ran longer than its timeout."""
 
 
 class EnqueueError(SqlaJobsError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -14,7 +15,7 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from .context import ClaimedJob, JobContext
-from .errors import UnknownTaskError
+from .errors import JobTimeoutError, UnknownTaskError
 from .retry import exponential_backoff, is_exhausted
 from .tasks import Task, is_async
 
@@ -65,12 +66,18 @@ async def execute(
                 f"no task named {job.name!r} is served by this worker; is it imported?"
             )
         task = _load(task_class, job.payload)
-        await _run(task, ctx, executor)
+        await _run(task, ctx, executor, _timeout(job, task_class))
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
         return _failed(job, exc, task_class, default_max_retries)
     return Completed()
+
+
+def _timeout(job: ClaimedJob, task_class: type[Task]) -> timedelta | None:
+    if job.timeout_seconds is not None:
+        return timedelta(seconds=job.timeout_seconds)
+    return task_class.__task_options__.timeout
 
 
 def _load(task_class: type[Task], payload: dict[str, Any]) -> Task:
@@ -86,14 +93,32 @@ class PayloadValidationError(Exception):
     """The stored payload no longer matches the task's fields."""
 
 
-async def _run(task: Task, ctx: JobContext, executor: Executor | None) -> None:
+async def _run(
+    task: Task, ctx: JobContext, executor: Executor | None, time_limit: timedelta | None
+) -> None:
+    limit = None if time_limit is None else time_limit.total_seconds()
     if is_async(type(task)):
-        await task.run(ctx)
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                await task.run(ctx)
+        except TimeoutError:
+            if deadline.expired():
+                raise JobTimeoutError(f"cancelled at its timeout of {limit:g} s") from None
+            raise  # the job's own TimeoutError: an ordinary failure
         return
     loop = asyncio.get_running_loop()
     # copy_context carries loguru's contextualize() values into the thread.
     call = contextvars.copy_context().run
+    started = time.monotonic()
     await loop.run_in_executor(executor, call, task.run, ctx)
+    took = time.monotonic() - started
+    if limit is not None and took > limit:
+        # A thread cannot be interrupted: the job ran to its end, too late to count as done.
+        raise JobTimeoutError(
+            f"ran {took:.3g} s, over its timeout of {limit:g} s (a sync job cannot be "
+            "interrupted, so it was recorded as failed when it returned)"
+        )
 
 
 def _failed(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 MAX_NAME_LENGTH = 255
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 _OPTION_NAMES = frozenset(
-    {"name", "queue", "priority", "max_retries", "backoff", "max_payload_bytes"}
+    {"name", "queue", "priority", "max_retries", "backoff", "max_payload_bytes", "timeout"}
 )
 
 
@@ -45,6 +46,8 @@ class TaskOptions:
     backoff: Backoff = exponential_backoff
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     """The largest payload `enqueue` accepts, in bytes of compact UTF-8 JSON."""
+    timeout: timedelta | None = None
+    """How long one attempt may run before it fails; None: no limit."""
 
 
 class Task(BaseModel):
@@ -92,6 +95,7 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
     max_retries = given.get("max_retries", inherited.max_retries)
     backoff = given.get("backoff", inherited.backoff)
     max_payload_bytes = given.get("max_payload_bytes", inherited.max_payload_bytes)
+    timeout = given.get("timeout", inherited.timeout)
     _check_identifier("name", name, where=cls)
     _check_identifier("queue", queue, where=cls)
     if not _is_int(priority):
@@ -102,6 +106,8 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
         raise ConfigurationError(f"{cls.__qualname__}: backoff must be callable")
     if not (_is_int(max_payload_bytes) and max_payload_bytes >= 1):
         raise ConfigurationError(f"{cls.__qualname__}: max_payload_bytes must be an int >= 1")
+    if timeout is not None and not is_positive_duration(timeout):
+        raise ConfigurationError(f"{cls.__qualname__}: timeout must be a positive timedelta")
     return TaskOptions(
         name=name,
         queue=queue,
@@ -109,6 +115,7 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
         max_retries=max_retries,
         backoff=backoff,
         max_payload_bytes=max_payload_bytes,
+        timeout=timeout,
     )
 
 
@@ -118,6 +125,11 @@ def _check_identifier(option: str, value: object, *, where: type) -> None:
             f"{where.__qualname__}: {option} must be a non-empty string of at most "
             f"{MAX_NAME_LENGTH} characters"
         )
+
+
+def is_positive_duration(value: object) -> bool:
+    """Tell whether `value` is a timedelta longer than zero."""
+    return isinstance(value, timedelta) and value > timedelta(0)
 
 
 def _is_int(value: object) -> bool:

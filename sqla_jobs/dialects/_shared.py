@@ -34,6 +34,7 @@ CLAIMED_COLUMNS = (
     Job.created_at,
     Job.context,
     Job.error_count,
+    Job.timeout_seconds,
 )
 """What a claim returns: the fields of `ClaimedJob`, in its order."""
 
