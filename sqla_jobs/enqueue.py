@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
+from sqlalchemy import Executable
 
 from .clock import db_now_plus
 from .dialects.bulk import InsertJobRows
@@ -76,7 +77,7 @@ def enqueue_many(
     max_payload_bytes: int | None = None,
     timeout: timedelta | None = None,
     chunk_size: int = 1000,
-) -> Iterator[InsertJobRows]:
+) -> Iterator[Executable]:
     """Yield one bulk INSERT per `chunk_size` tasks; execute each in your transaction.
 
     The options mean what they mean for `enqueue()` and apply to every task. `tasks` is read

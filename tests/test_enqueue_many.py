@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, Insert, func, select
+from sqlalchemy import Engine, Executable, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ def echoes(count: int) -> Iterator[Echo]:
     return (Echo(text=f"job {i}", number=i) for i in range(count))
 
 
-def insert_all(engine: Engine, statements: Iterator[Insert]) -> int:
+def insert_all(engine: Engine, statements: Iterator[Executable]) -> int:
     """Execute every statement in one committed transaction; return how many there were."""
     executed = 0
     with Session(engine) as session:
