@@ -152,6 +152,14 @@ def test_payload_that_is_not_json_is_refused() -> None:
 def test_payload_with_nul_is_refused() -> None:
     with pytest.raises(PayloadError, match="NUL"):
         enqueue(Anything(value={"nested": ["ok", "bad\x00"]}))
+    with pytest.raises(PayloadError, match="NUL"):
+        enqueue(Anything(value={"key\x00": 1}))
+    with pytest.raises(PayloadError, match="NUL"):
+        enqueue(Anything(value="backslash then NUL: \\\x00"))
+
+
+def test_the_text_backslash_u0000_is_not_a_nul() -> None:
+    assert enqueue(Anything(value="\\u0000")).payload == {"value": "\\u0000"}
 
 
 @pytest.mark.parametrize(
