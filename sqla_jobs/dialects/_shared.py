@@ -17,9 +17,11 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
@@ -37,6 +39,26 @@ CLAIMED_COLUMNS = (
     Job.timeout_seconds,
 )
 """What a claim returns: the fields of `ClaimedJob`, in its order."""
+
+
+CLAIM_ORDER = (Job.priority.desc(), Job.created_at)
+"""Best first: the order of the claim index."""
+
+
+def claimable(queues: Sequence[str], lock_timeout: timedelta) -> tuple[ColumnElement[bool], ...]:
+    """Return the conditions of a job any worker may claim now: due, not cancelled, unlocked.
+
+    A lock older than `lock_timeout` counts as abandoned.
+    """
+    return (
+        Job.queue.in_(queues),
+        Job.run_at <= db_now(),
+        Job.cancel_reason.is_(None),
+        or_(
+            Job.locked_at.is_(None),
+            Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),
+        ),
+    )
 
 
 class SharedStatements:

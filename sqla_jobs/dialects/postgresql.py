@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, Update, func, or_, select, update
+from sqlalchemy import Select, Update, func, select, update
 
-from sqla_jobs.clock import db_now, db_now_plus
+from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIMED_COLUMNS, SharedStatements
+from ._shared import CLAIM_ORDER, CLAIMED_COLUMNS, SharedStatements, claimable
 
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""
@@ -32,16 +32,8 @@ class PostgreSQLStatements(SharedStatements):
         """
         due = (
             select(Job.id)
-            .where(
-                Job.queue.in_(queues),
-                Job.run_at <= db_now(),
-                Job.cancel_reason.is_(None),
-                or_(
-                    Job.locked_at.is_(None),
-                    Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),
-                ),
-            )
-            .order_by(Job.priority.desc(), Job.created_at)
+            .where(*claimable(queues, lock_timeout))
+            .order_by(*CLAIM_ORDER)
             .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("due")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import Update, or_, select, update
+from sqlalchemy import Update, select, update
 
-from sqla_jobs.clock import db_now, db_now_plus
+from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIMED_COLUMNS, SharedStatements
+from ._shared import CLAIM_ORDER, CLAIMED_COLUMNS, SharedStatements, claimable
 
 
 class SQLiteStatements(SharedStatements):
@@ -26,16 +26,8 @@ class SQLiteStatements(SharedStatements):
         """
         due = (
             select(Job.id)
-            .where(
-                Job.queue.in_(queues),
-                Job.run_at <= db_now(),
-                Job.cancel_reason.is_(None),
-                or_(
-                    Job.locked_at.is_(None),
-                    Job.locked_at < db_now_plus(-lock_timeout.total_seconds()),
-                ),
-            )
-            .order_by(Job.priority.desc(), Job.created_at)
+            .where(*claimable(queues, lock_timeout))
+            .order_by(*CLAIM_ORDER)
             .limit(limit)
         )
         return (
