@@ -10,6 +10,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,17 +58,21 @@ def enqueue(
     """
     if not isinstance(task, Task):
         raise EnqueueError(f"enqueue() takes a Task instance, not {type(task).__name__}")
-    return Job(
-        **_job_values(
-            task,
-            priority=priority,
-            queue=queue,
-            context=context,
-            max_payload_bytes=max_payload_bytes,
-            timeout=timeout,
-        ),
-        **_schedule(run_at=run_at, delay=delay),
+    overrides = _Overrides.checked(
+        priority=priority,
+        queue=queue,
+        context=context,
+        max_payload_bytes=max_payload_bytes,
+        timeout=timeout,
     )
+    job = Job(**_job_values(task, overrides))
+    run_at, delay = _check_schedule(run_at, delay)
+    if run_at is not None:
+        job.run_at = run_at
+    elif delay is not None:
+        # A SQL expression the flush evaluates, so the delay counts from the database's clock.
+        job.run_at = db_now_plus(delay.total_seconds())
+    return job
 
 
 def enqueue_many(
@@ -99,55 +104,27 @@ def enqueue_many(
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise EnqueueError("chunk_size must be an int of at least 1")
     # Checked here, so a bad option raises at the call rather than at the first chunk.
-    if run_at is not None and delay is not None:
-        raise EnqueueError("pass run_at or delay, not both")
-    if run_at is not None:
-        _check_run_at(run_at)
-    delay_seconds = _check_delay(delay).total_seconds() if delay is not None else 0.0
-    if queue is not None:
-        _check_queue(queue)
-    if priority is not None:
-        _check_priority(priority)
-    _check_context(context)
-    if max_payload_bytes is not None:
-        _check_max_payload_bytes(max_payload_bytes)
-    if timeout is not None:
-        _check_timeout(timeout)
-    rows = _rows(
-        tasks,
+    run_at, delay = _check_schedule(run_at, delay)
+    overrides = _Overrides.checked(
         priority=priority,
         queue=queue,
         context=context,
         max_payload_bytes=max_payload_bytes,
         timeout=timeout,
     )
+    delay_seconds = 0.0 if delay is None else delay.total_seconds()
     return (
         InsertJobRows([row | {"run_at": run_at} for row in chunk], delay_seconds=delay_seconds)
-        for chunk in _chunks(rows, chunk_size)
+        for chunk in _chunks(_rows(tasks, overrides), chunk_size)
     )
 
 
-def _rows(
-    tasks: Iterable[Task],
-    *,
-    priority: int | None,
-    queue: str | None,
-    context: str,
-    max_payload_bytes: int | None,
-    timeout: timedelta | None,
-) -> Iterator[dict[str, Any]]:
+def _rows(tasks: Iterable[Task], overrides: _Overrides) -> Iterator[dict[str, Any]]:
     for index, task in enumerate(tasks):
         try:
             if not isinstance(task, Task):
                 raise EnqueueError(f"enqueue_many() takes Tasks, not {type(task).__name__}")
-            yield _job_values(
-                task,
-                priority=priority,
-                queue=queue,
-                context=context,
-                max_payload_bytes=max_payload_bytes,
-                timeout=timeout,
-            )
+            yield _job_values(task, overrides)
         except EnqueueError as exc:
             raise type(exc)(f"tasks[{index}]: {exc}") from exc
 
@@ -158,44 +135,64 @@ def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
-def _job_values(
-    task: Task,
-    *,
-    priority: int | None,
-    queue: str | None,
-    context: str,
-    max_payload_bytes: int | None,
-    timeout: timedelta | None,
-) -> dict[str, Any]:
-    """Return the column values of a new job running `task`, every argument validated."""
+@dataclass(frozen=True, slots=True)
+class _Overrides:
+    """The per-call options of `enqueue()` and `enqueue_many()`, each validated once."""
+
+    priority: int | None
+    queue: str | None
+    context: str
+    max_payload_bytes: int | None
+    timeout_seconds: float | None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        priority: object,
+        queue: object,
+        context: object,
+        max_payload_bytes: object,
+        timeout: object,
+    ) -> _Overrides:
+        return cls(
+            priority=None if priority is None else _check_priority(priority),
+            queue=None if queue is None else _check_queue(queue),
+            context=_check_context(context),
+            max_payload_bytes=(
+                None if max_payload_bytes is None else _check_max_payload_bytes(max_payload_bytes)
+            ),
+            timeout_seconds=None if timeout is None else _check_timeout(timeout).total_seconds(),
+        )
+
+
+def _job_values(task: Task, overrides: _Overrides) -> dict[str, Any]:
+    """Return the column values of a new job running `task` (its options were checked when
+    its class was created, the overrides when they were given)."""
     task_class = type(task)
     if not is_concrete(task_class):
         raise EnqueueError(f"{task_class.__qualname__} does not implement run()")
     options = task_class.__task_options__
-    if max_payload_bytes is None:
-        max_payload_bytes = options.max_payload_bytes
+    max_bytes = overrides.max_payload_bytes or options.max_payload_bytes
     return {
         "id": uuid.uuid4(),
         "name": options.name,
-        "payload": to_payload(task, max_bytes=_check_max_payload_bytes(max_payload_bytes)),
-        "queue": _check_queue(options.queue if queue is None else queue),
-        "priority": _check_priority(options.priority if priority is None else priority),
-        "context": _check_context(context),
+        "payload": to_payload(task, max_bytes=max_bytes),
+        "queue": options.queue if overrides.queue is None else overrides.queue,
+        "priority": options.priority if overrides.priority is None else overrides.priority,
+        "context": overrides.context,
         "error_count": 0,
-        "timeout_seconds": None if timeout is None else _check_timeout(timeout).total_seconds(),
+        "timeout_seconds": overrides.timeout_seconds,
     }
 
 
-def _schedule(*, run_at: datetime | None, delay: timedelta | None) -> dict[str, Any]:
-    """Return the `run_at` value for `run_at` or `delay`: none means the server default, now."""
+def _check_schedule(run_at: object, delay: object) -> tuple[datetime | None, timedelta | None]:
     if run_at is not None and delay is not None:
         raise EnqueueError("pass run_at or delay, not both")
-    if run_at is not None:
-        return {"run_at": _check_run_at(run_at)}
-    if delay is not None:
-        # A SQL expression the insert evaluates, so the delay counts from the database's clock.
-        return {"run_at": db_now_plus(_check_delay(delay).total_seconds())}
-    return {}
+    return (
+        None if run_at is None else _check_run_at(run_at),
+        None if delay is None else _check_delay(delay),
+    )
 
 
 def to_payload(task: Task, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> dict[str, Any]:
