@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from .errors import TransactionUsageError
+from .transaction import JobCompletion, JobTransaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +45,47 @@ class JobContext:
     worker_id: str
     state: Any
     """Whatever the application gave the worker as `state` (its engine, its clients, …)."""
+    _completion: JobCompletion | None = field(default=None, kw_only=True, repr=False, compare=False)
+    """Set by the worker: what `transaction()` needs, and whether it has completed the job."""
 
     @property
     def attempt(self) -> int:
         """The number of this attempt, starting at 1."""
         return self.error_count + 1
 
+    @property
+    def is_completed(self) -> bool:
+        """Tell whether `transaction()` has committed, deleting the job's row with its writes."""
+        return self._completion is not None and self._completion.is_committed
+
+    def transaction(self) -> JobTransaction:
+        """Return a transaction whose commit also completes (deletes) this job, exactly once.
+
+        Writes made in it are kept only if this worker still holds the job at commit; if another
+        worker took it over, nothing is kept and `LockLostError` is raised. An exception in the
+        block rolls everything back and the job fails as usual. Once committed, the job is done:
+        it is neither deleted again nor retried, even if `run` raises afterwards.
+
+        >>> async def run(self, ctx: JobContext) -> None:
+        ...     async with ctx.transaction() as session:  # `with` in a plain `def run`
+        ...         session.add(Invoice(order_id=self.order_id))
+        """
+        if self._completion is None:
+            raise TransactionUsageError(
+                "ctx.transaction() needs a job run by a Worker; this context has no worker"
+            )
+        return JobTransaction(self._completion)
+
     @classmethod
-    def for_job(cls, job: ClaimedJob, *, worker_id: str, state: Any) -> JobContext:
-        """Build the context of `job` as run by `worker_id`."""
+    def for_job(
+        cls,
+        job: ClaimedJob,
+        *,
+        worker_id: str,
+        state: Any,
+        completion: JobCompletion | None = None,
+    ) -> JobContext:
+        """Build the context of `job` as run by `worker_id`; `completion` enables transaction()."""
         return cls(
             job_id=job.id,
             name=job.name,
@@ -62,4 +97,5 @@ class JobContext:
             run_at=job.run_at,
             worker_id=worker_id,
             state=state,
+            _completion=completion,
         )

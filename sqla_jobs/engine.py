@@ -1,14 +1,15 @@
-"""Create the async engine a worker runs on, with the settings each database needs."""
+"""Create the engines a worker runs on (async; sync for plain `def run` jobs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sqlalchemy_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .urls import to_async_url
+from .urls import to_async_url, to_sync_url
 
 # Seconds a SQLite connection waits for another writer before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -25,6 +26,19 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     engine = create_async_engine(async_url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def create_sync_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Return a sync `Engine` for `url`, on psycopg (PostgreSQL) or pysqlite (SQLite).
+
+    >>> engine = create_sync_engine("postgresql+asyncpg://app@db.internal/app")  # psycopg
+    """
+    sync_url = to_sync_url(url)
+    kwargs.setdefault("hide_parameters", True)
+    engine = create_sqlalchemy_engine(sync_url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
     return engine
 
 

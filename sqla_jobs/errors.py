@@ -7,6 +7,8 @@ The hierarchy::
     ├── DuplicateTaskNameError
     ├── UnknownTaskError
     ├── JobTimeoutError
+    ├── LockLostError
+    ├── TransactionUsageError
     └── EnqueueError
         └── PayloadError
 """
@@ -35,6 +37,14 @@ class UnknownTaskError(SqlaJobsError):
 
 class JobTimeoutError(SqlaJobsError):
     """A job ran longer than its timeout."""
+
+
+class LockLostError(SqlaJobsError):
+    """This worker no longer holds the job (another worker took it over); nothing was committed."""
+
+
+class TransactionUsageError(SqlaJobsError):
+    """`ctx.transaction()` cannot be used this way."""
 
 
 class EnqueueError(SqlaJobsError):

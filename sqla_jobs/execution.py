@@ -29,6 +29,16 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletedInTransaction:
+    """The job deleted its own row in `ctx.transaction()`: nothing is left to write back.
+
+    `error` is what `run` raised after that commit: logged, never retried (the job is done).
+    """
+
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """The job failed and has retries left: reschedule it after `delay`."""
 
@@ -43,7 +53,7 @@ class DeadLetter:
     error: str
 
 
-Outcome: TypeAlias = Completed | Retry | DeadLetter
+Outcome: TypeAlias = Completed | CompletedInTransaction | Retry | DeadLetter
 
 
 async def execute(
@@ -56,8 +66,9 @@ async def execute(
 ) -> Outcome:
     """Run `job` and return what should become of it.
 
-    Anything the job raises, `BaseException`s included, is a failed attempt; only
-    `asyncio.CancelledError` (the worker shutting down) propagates.
+    Anything the job raises, `BaseException`s included, is a failed attempt, unless
+    `ctx.transaction()` has already completed the job; only `asyncio.CancelledError` (the
+    worker shutting down) propagates.
     """
     task_class = tasks.get(job.name)
     try:
@@ -70,8 +81,10 @@ async def execute(
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
+        if ctx.is_completed:
+            return CompletedInTransaction(error=format_error(exc))
         return _failed(job, exc, task_class, default_max_retries)
-    return Completed()
+    return CompletedInTransaction() if ctx.is_completed else Completed()
 
 
 def _timeout(job: ClaimedJob, task_class: type[Task]) -> timedelta | None:

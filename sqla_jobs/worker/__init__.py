@@ -12,23 +12,33 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from loguru import logger
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
 from sqla_jobs.context import ClaimedJob, JobContext
 from sqla_jobs.dialects import JobStatements, statements_for
-from sqla_jobs.engine import create_engine
+from sqla_jobs.engine import create_engine, create_sync_engine
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.execution import DeadLetter, Outcome, Retry, execute, failure_outcome
+from sqla_jobs.execution import (
+    CompletedInTransaction,
+    DeadLetter,
+    Outcome,
+    Retry,
+    execute,
+    failure_outcome,
+)
 from sqla_jobs.tasks import Task, is_concrete, registered_tasks
+from sqla_jobs.transaction import JobCompletion
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker.completer import (
     DATABASE_ERRORS,
@@ -125,8 +135,11 @@ class Worker:
         self._forced = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        self._sync_engine_lock = threading.Lock()
         self._completer = Completer(self.engine, self._autocommit, self._statements, self.id)
         self._claims: dict[int, Any] = {}
+        self._next_due = self._statements.next_due(queues=self.queues)
         self._listener: Listener | None = None
         self.heartbeat = Heartbeat(
             url=self.engine.url,
@@ -139,6 +152,7 @@ class Worker:
             cancel=self._cancel_threadsafe,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self.jobs_processed = 0
 
     @property
@@ -160,6 +174,20 @@ class Worker:
             task_class=task_class,
             default_max_retries=self.max_retries,
         )
+
+    def _sync_engine_for_jobs(self) -> Engine:
+        """Return the engine of `ctx.transaction()` in sync jobs, made on first use."""
+        # Called from the job threads, several at once.
+        with self._sync_engine_lock:
+            if self._sync_engine is None:
+                url = self.engine.url
+                if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+                    raise ConfigurationError(
+                        "a sync job's ctx.transaction() needs a SQLite file: an in-memory "
+                        "database is private to the worker's async engine"
+                    )
+                self._sync_engine = create_sync_engine(url, **_pool_options(url, self.concurrency))
+            return self._sync_engine
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming; running jobs get `shutdown_timeout` to finish (none with `force`)."""
@@ -190,6 +218,7 @@ class Worker:
         self._stopping.clear()
         self._forced.clear()
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqla_jobs")
         helpers = [asyncio.create_task(self._completer.run(self._stopping))]
         if not until_idle and self.engine.dialect.name == "postgresql":
@@ -219,6 +248,10 @@ class Worker:
 
     def _wake_threadsafe(self) -> None:
         """Wake the claim loop; callable from any thread (commits can happen anywhere)."""
+        if threading.get_ident() == self._loop_thread:
+            # NOTIFY callbacks run on the loop itself: skip the self-pipe round (latency).
+            self._wakeup.set()
+            return
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wakeup.set)
@@ -272,6 +305,9 @@ class Worker:
         self._log.debug("claimed jobs", count=len(rows), limit=limit)
         for row in rows:
             self._start(ClaimedJob(*row))
+        if rows:
+            # Let the new jobs start before this loop does anything else (latency).
+            await asyncio.sleep(0)
         return len(rows)
 
     async def _idle_time(self, free: int, claimed: int) -> timedelta:
@@ -280,9 +316,7 @@ class Worker:
             return self.poll_interval
         try:
             async with self.engine.connect() as connection:
-                earliest, now = (
-                    await connection.execute(self._statements.next_due(queues=self.queues))
-                ).one()
+                earliest, now = (await connection.execute(self._next_due)).one()
         except DATABASE_ERRORS:
             return self.poll_interval  # the next claim reports the trouble
         if earliest is None:
@@ -306,7 +340,16 @@ class Worker:
         with logger.contextualize(
             job_id=str(job.id), task=job.name, attempt=job.error_count + 1, worker_id=self.id
         ):
-            ctx = JobContext.for_job(job, worker_id=self.id, state=self.state)
+            completion = JobCompletion(
+                # Built only if the job opens a transaction: most jobs never do.
+                delete=partial(self._statements.complete_jobs, worker_id=self.id, job_ids=[job.id]),
+                engine=self.engine,
+                sync_engine=self._sync_engine_for_jobs,
+                loop=asyncio.get_running_loop(),
+            )
+            ctx = JobContext.for_job(
+                job, worker_id=self.id, state=self.state, completion=completion
+            )
             me = asyncio.current_task()
             assert me is not None
             self._executing[job.id] = me
@@ -326,7 +369,12 @@ class Worker:
                 # Cancelled on request, not by shutdown: this task goes on to record it.
                 me.uncancel()
                 self._log.warning("job cancelled by request", reason=reason)
-                outcome = DeadLetter(error=f"cancelled: {reason}")
+                error = f"cancelled: {reason}"
+                outcome = (
+                    CompletedInTransaction(error=error)
+                    if ctx.is_completed
+                    else DeadLetter(error=error)
+                )
             finally:
                 del self._executing[job.id]
                 self._cancel_reasons.pop(job.id, None)
@@ -354,6 +402,10 @@ class Worker:
         await self.heartbeat.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._sync_engine_lock:
+            sync_engine, self._sync_engine = self._sync_engine, None
+        if sync_engine is not None:
+            await asyncio.to_thread(sync_engine.dispose)
         if self._owns_engine:
             await self.engine.dispose()
         self._listener = None

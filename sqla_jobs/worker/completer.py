@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_jobs.dialects import JobStatements
-from sqla_jobs.execution import Completed, DeadLetter, Outcome, Retry
+from sqla_jobs.execution import Completed, CompletedInTransaction, DeadLetter, Outcome, Retry
 
 # Transient trouble talking to the database: log, back off, try again; never exit over it.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
@@ -69,6 +69,15 @@ class Completer:
                 self._has_succeeded.set()
                 if len(self._succeeded) >= self._max_batch:
                     self._batch_full.set()
+            case CompletedInTransaction(error=error):
+                # Its row was deleted with its writes: nothing to write, nothing to retry.
+                if error is None:
+                    logger.info("job completed", in_transaction=True)
+                else:
+                    logger.error(
+                        "job raised after its transaction completed it; not retried",
+                        error=summarize_error(error),
+                    )
             case Retry(error=error, delay=delay):
                 if await self._write(job_id, outcome, attempts):
                     logger.warning(
