@@ -116,7 +116,10 @@ class Supervisor:
             pid = slot.process.pid
             slot.process = None
             if self._stopping:
-                self._clean = self._clean and code == 0
+                # A child still starting (its worker has installed no signal handler yet) dies of
+                # the forwarded signal itself; it held no job, so that is a clean stop as well.
+                stopped_by_signal = code in [-signum for signum in FORWARDED_SIGNALS]
+                self._clean = self._clean and (code == 0 or stopped_by_signal)
                 logger.info("worker process stopped", process=slot.index, pid=pid, exit_code=code)
                 continue
             if now - slot.started_at > HEALTHY_LIFETIME:
