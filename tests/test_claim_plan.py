@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ClauseElement
 
 from sqla_jobs.dialects.postgresql import PostgreSQLStatements
 from tests.helpers import TestDatabase
@@ -38,11 +39,17 @@ async def backlog_engine(pg_database: TestDatabase) -> AsyncEngine:
 
 
 async def explain_claim(engine: AsyncEngine, queues: list[str]) -> str:
-    statement = PostgreSQLStatements().claim_jobs(
-        worker_id="w", queues=queues, limit=100, lock_timeout=timedelta(hours=2)
+    return await explain(
+        engine,
+        PostgreSQLStatements().claim_jobs(
+            worker_id="w", queues=queues, limit=100, lock_timeout=timedelta(hours=2)
+        ),
     )
-    # EXPLAIN takes no bind parameters for the statement it explains, so the claim is rendered
-    # with its (test-chosen, constant) values inlined.
+
+
+async def explain(engine: AsyncEngine, statement: ClauseElement) -> str:
+    # EXPLAIN takes no bind parameters for the statement it explains, so the statement is
+    # rendered with its (test-chosen, constant) values inlined.
     sql = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
     async with engine.connect() as connection:
         rows = (await connection.execute(text(f"EXPLAIN {sql}"))).scalars().all()
@@ -61,3 +68,16 @@ async def test_the_claim_uses_its_index_without_scanning_or_sorting_the_backlog(
     assert "Sort" not in plan, plan
     assert "Limit" in plan, plan
     assert "LockRows" in plan, plan
+
+
+async def test_the_heartbeats_search_for_cancelled_jobs_reads_only_the_cancelled(
+    backlog_engine: AsyncEngine,
+) -> None:
+    try:
+        plan = await explain(
+            backlog_engine, PostgreSQLStatements().cancelled_queued_jobs(limit=100)
+        )
+    finally:
+        await backlog_engine.dispose()
+    assert "ix_sqla_jobs_job_cancel_requested" in plan, plan
+    assert "Seq Scan on sqla_jobs_job" not in plan, plan
