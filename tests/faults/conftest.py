@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqla_jobs import migrate
 from tests.cli_tasks import ledger_metadata
 from tests.faults.pg import SERVER_USER, WORKER_ROLE, PrivatePostgres, find_bin_dir
-from tests.test_cli import WorkerProcess
+from tests.processes import WorkerProcess
 
 TEMPLATE = "sqla_jobs_fault_template"
 

@@ -26,7 +26,7 @@ from tests.cli_tasks import ledger
 from tests.faults.conftest import FaultDatabase
 from tests.faults.poison_tasks import PROBE_BACKOFF, ClockProbe
 from tests.helpers import wait_until
-from tests.test_cli import REPO, WorkerProcess
+from tests.processes import REPO, WorkerProcess
 
 SCRIPT = Path(__file__).with_name("skewed_worker.py")
 # Far below the skew, far above any delay between the probe's query and its clock reading.

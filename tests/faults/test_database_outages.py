@@ -25,7 +25,7 @@ from tests.cli_tasks import Note, ledger
 from tests.faults.conftest import FaultDatabase, SpawnWorker
 from tests.faults.pg import PrivatePostgres
 from tests.helpers import wait_until
-from tests.test_cli import WorkerProcess
+from tests.processes import WorkerProcess
 
 # The worker's own connections (claims, completions, failures) but not its listener; the jobs'
 # ledger writes log in as another user (see the spawn_worker fixture).

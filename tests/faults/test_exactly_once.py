@@ -19,7 +19,7 @@ from tests.cli_tasks import ledger
 from tests.faults.conftest import SpawnWorker
 from tests.faults.transactional_tasks import WriteOnce, app_metadata, app_rows
 from tests.helpers import wait_until
-from tests.test_cli import WorkerProcess
+from tests.processes import WorkerProcess
 
 JOBS = 200
 MAX_KILLS = 15

@@ -33,7 +33,7 @@ from tests.faults.poison_tasks import (
     RaisesSystemExitInThread,
 )
 from tests.helpers import wait_until
-from tests.test_cli import WorkerProcess
+from tests.processes import WorkerProcess
 
 FAST_RESCUE = {
     "SQLA_JOBS_HEARTBEAT_INTERVAL": "0.2",
