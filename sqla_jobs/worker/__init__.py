@@ -14,14 +14,14 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from loguru import logger
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
@@ -37,7 +37,7 @@ from sqla_jobs.execution import (
     execute,
     failure_outcome,
 )
-from sqla_jobs.tasks import Task, is_concrete, registered_tasks
+from sqla_jobs.tasks import Task, registered_tasks
 from sqla_jobs.transaction import JobCompletion
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker.completer import (
@@ -48,6 +48,7 @@ from sqla_jobs.worker.completer import (
 )
 from sqla_jobs.worker.heartbeat import Heartbeat
 from sqla_jobs.worker.listener import Listener
+from sqla_jobs.worker.options import check_limits, pool_options, serve_queues, task_map
 
 DEFAULT_CONCURRENCY = 10
 DEFAULT_POLL_INTERVAL = timedelta(seconds=1)
@@ -92,32 +93,26 @@ class Worker:
         worker_id: str | None = None,
         handle_signals: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
-        if max_retries < 0:
-            raise ConfigurationError("max_retries must be at least 0")
-        for option, value in (
-            ("poll_interval", poll_interval),
-            ("lock_timeout", lock_timeout),
-            ("heartbeat_interval", heartbeat_interval),
-            ("heartbeat_timeout", heartbeat_timeout),
-        ):
-            if value <= timedelta(0):
-                raise ConfigurationError(f"{option} must be positive")
-        if heartbeat_timeout <= heartbeat_interval:
-            raise ConfigurationError("heartbeat_timeout must be longer than heartbeat_interval")
+        check_limits(
+            concurrency=concurrency,
+            max_retries=max_retries,
+            poll_interval=poll_interval,
+            lock_timeout=lock_timeout,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+        )
         # An engine the caller passed is the caller's to dispose; one made from a URL is ours.
         self._owns_engine = not isinstance(engine_or_url, AsyncEngine)
         self.engine: AsyncEngine = (
             engine_or_url
             if isinstance(engine_or_url, AsyncEngine)
-            else create_engine(engine_or_url, **_pool_options(engine_or_url, concurrency))
+            else create_engine(engine_or_url, **pool_options(engine_or_url, concurrency))
         )
         # A claim and a batch of completions are one statement each, atomic on their own:
         # without BEGIN/COMMIT around them they cost one round trip instead of three.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.tasks = _task_map(tasks)
-        self.queues = _queues(queues, self.tasks)
+        self.tasks = task_map(tasks)
+        self.queues = serve_queues(queues, self.tasks)
         self.concurrency = concurrency
         self.state = state
         self.poll_interval = poll_interval
@@ -186,7 +181,7 @@ class Worker:
                         "a sync job's ctx.transaction() needs a SQLite file: an in-memory "
                         "database is private to the worker's async engine"
                     )
-                self._sync_engine = create_sync_engine(url, **_pool_options(url, self.concurrency))
+                self._sync_engine = create_sync_engine(url, **pool_options(url, self.concurrency))
             return self._sync_engine
 
     def stop(self, *, force: bool = False) -> None:
@@ -485,37 +480,3 @@ class Worker:
 
 def _no_op() -> None:
     return None
-
-
-def _pool_options(url: str | URL, concurrency: int) -> dict[str, Any]:
-    """Size the pool of an engine the worker creates for the connections it really uses."""
-    if make_url(url).get_backend_name() == "sqlite":
-        return {}
-    # The claim loop, the completer, the listener's wake-ups, and failures written at once by
-    # up to `concurrency` jobs; idle overflow connections are closed and reopened, so keep them.
-    return {"pool_size": min(concurrency, 20) + 2, "max_overflow": concurrency}
-
-
-def _task_map(tasks: Iterable[type[Task]] | None) -> Mapping[str, type[Task]]:
-    if tasks is None:
-        return dict(registered_tasks())
-    mapping: dict[str, type[Task]] = {}
-    for task_class in tasks:
-        if not (isinstance(task_class, type) and issubclass(task_class, Task)):
-            raise ConfigurationError(f"tasks must be Task subclasses, not {task_class!r}")
-        if not is_concrete(task_class):
-            raise ConfigurationError(f"{task_class.__qualname__} does not implement run()")
-        mapping[task_class.__task_options__.name] = task_class
-    return mapping
-
-
-def _queues(queues: Sequence[str] | None, tasks: Mapping[str, type[Task]]) -> tuple[str, ...]:
-    if queues is None:
-        queues = sorted({task.__task_options__.queue for task in tasks.values()})
-    if isinstance(queues, str):
-        raise ConfigurationError("queues must be a sequence of queue names, not a string")
-    if not queues or not all(isinstance(q, str) and q for q in queues):
-        raise ConfigurationError(
-            "the worker has no queue to serve: register or pass tasks, or name queues"
-        )
-    return tuple(dict.fromkeys(queues))
