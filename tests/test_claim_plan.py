@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
+from sqla_jobs import JobContext, Task, Worker, enqueue_many
 from sqla_jobs.dialects.postgresql import PostgreSQLStatements
-from tests.helpers import TestDatabase
+from tests.helpers import TestDatabase, wait_until
 
 BACKLOG = 100_000
 
@@ -81,3 +83,45 @@ async def test_the_heartbeats_search_for_cancelled_jobs_reads_only_the_cancelled
         await backlog_engine.dispose()
     assert "ix_sqla_jobs_job_cancel_requested" in plan, plan
     assert "Seq Scan on sqla_jobs_job" not in plan, plan
+
+
+class Backlog(Task, name="tests.claim_plan.backlog", queue="backlog"):
+    async def run(self, ctx: JobContext) -> None:
+        return None
+
+
+async def test_a_worker_refreshes_statistics_the_job_table_outgrew(
+    pg_database: TestDatabase,
+) -> None:
+    engine = create_async_engine(pg_database.url)
+    try:
+        # A bulk load into a table analyzed while empty: the planner would sort the backlog.
+        async with AsyncSession(engine) as session:
+            for statement in enqueue_many(Backlog() for _ in range(20_000)):
+                await session.execute(statement)
+            await session.commit()
+        worker = Worker(
+            pg_database.url,
+            tasks=[Backlog],
+            queues=["elsewhere"],  # serve nothing: only the heartbeat touches the backlog
+            heartbeat_interval=timedelta(milliseconds=100),
+            heartbeat_timeout=timedelta(seconds=2),
+            handle_signals=False,
+        )
+        running = asyncio.create_task(worker.run())
+
+        async def analyzed() -> bool:
+            async with engine.connect() as connection:
+                tuples = await connection.scalar(
+                    text("SELECT reltuples FROM pg_class WHERE oid = 'sqla_jobs_job'::regclass")
+                )
+            return bool(tuples and tuples >= 10_000)
+
+        await wait_until(analyzed, timeout=20)
+        worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+        plan = await explain_claim(engine, ["backlog"])
+    finally:
+        await engine.dispose()
+    assert "Index Scan using ix_sqla_jobs_job_claim" in plan, plan
+    assert "Sort" not in plan, plan

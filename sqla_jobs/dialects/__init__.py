@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Delete, Insert, Select, Update
+from sqlalchemy import Delete, Executable, Insert, Select, Update
 
 from sqla_jobs.errors import ConfigurationError
 
@@ -85,6 +85,15 @@ class JobStatements(Protocol):
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
         """Select the earliest future `run_at` of unlocked jobs (or NULL) and the database now."""
+        ...
+
+    def stale_statistics(self) -> Select[bool] | None:
+        """Select whether the planner's picture of the job table is far off, taking the right to
+        refresh it (one worker at a time, for this transaction); None where nothing is needed."""
+        ...
+
+    def analyze_jobs(self) -> Executable:
+        """Refresh the planner's statistics of the job table."""
         ...
 
     def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:

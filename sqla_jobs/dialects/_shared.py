@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Delete,
+    Executable,
     Insert,
     Select,
     Update,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -188,6 +190,14 @@ class SharedStatements:
     def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
         """Return None: this database cannot wake other processes."""
         return None
+
+    def stale_statistics(self) -> Select[bool] | None:
+        """Return None: SQLite plans the claim without table statistics."""
+        return None
+
+    def analyze_jobs(self) -> Executable:
+        """Refresh the planner's statistics of the job table."""
+        return text(f"ANALYZE {Job.__tablename__}")
 
 
 def _silent(heartbeat_timeout: timedelta) -> Any:

@@ -118,6 +118,7 @@ class Heartbeat:
                 await self._pass_on_cancel_requests(connection)
             rescued = await self._rescue(engine)
             await self._dead_letter_cancelled(engine)
+            await self._refresh_statistics(engine)
         except DATABASE_ERRORS as exc:
             logger.warning("heartbeat failed", worker_id=self._worker_id, error=str(exc))
             return
@@ -161,6 +162,16 @@ class Heartbeat:
                 await connection.execute(copy)
                 await connection.execute(remove)
                 logger.warning("cancelled job dead-lettered", job_id=str(job_id))
+
+    async def _refresh_statistics(self, engine: AsyncEngine) -> None:
+        """ANALYZE the job table when it outgrew the planner's statistics (after a bulk load)."""
+        stale = self._statements.stale_statistics()
+        if stale is None:
+            return
+        async with engine.begin() as connection:
+            if await connection.scalar(stale):
+                await connection.execute(self._statements.analyze_jobs())
+                logger.info("job table statistics refreshed", worker_id=self._worker_id)
 
     async def _rescue(self, engine: AsyncEngine) -> int:
         """Retry or dead-letter, as one failed attempt, the jobs of workers that fell silent."""
