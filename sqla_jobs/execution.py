@@ -111,6 +111,10 @@ async def _run(
 ) -> None:
     limit = None if time_limit is None else time_limit.total_seconds()
     if is_async(type(task)):
+        if limit is None:
+            # Most jobs have no timeout: skip the timeout scope, it is per-job overhead.
+            await task.run(ctx)
+            return
         deadline = asyncio.timeout(limit)
         try:
             async with deadline:
