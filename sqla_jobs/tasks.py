@@ -12,6 +12,7 @@ keyword arguments, so they never collide with payload fields::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,8 +82,10 @@ def is_concrete(task_class: type[Task]) -> bool:
     return task_class.run is not Task.run
 
 
+@functools.cache
 def is_async(task_class: type[Task]) -> bool:
     """Tell whether `task_class.run` is a coroutine function (else it runs in a thread)."""
+    # Cached: asked for every job run, and a class's run() does not change.
     return inspect.iscoroutinefunction(task_class.run)
 
 

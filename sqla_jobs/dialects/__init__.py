@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Delete, Executable, Insert, Select, Update
+from sqlalchemy.sql.elements import BindParameter
 
 from sqla_jobs.errors import ConfigurationError
 
@@ -25,7 +26,9 @@ class JobStatements(Protocol):
         """Lock up to `limit` due jobs for `worker_id`, best first, and return them."""
         ...
 
-    def complete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Delete:
+    def complete_jobs(
+        self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
+    ) -> Delete:
         """Delete the jobs `worker_id` still holds among `job_ids`."""
         ...
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
@@ -66,7 +66,9 @@ def claimable(queues: Sequence[str], lock_timeout: timedelta) -> tuple[ColumnEle
 class SharedStatements:
     """The guarded writes to a claimed row; subclasses add the dialect's claim."""
 
-    def complete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Delete:
+    def complete_jobs(
+        self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
+    ) -> Delete:
         """Delete the jobs `worker_id` still holds among `job_ids`."""
         return delete(Job).where(Job.id.in_(job_ids), Job.locked_by == worker_id)
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import assert_never
 
 from loguru import logger
+from sqlalchemy import bindparam
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -52,6 +53,10 @@ class Completer:
         self._worker_id = worker_id
         self._max_batch = max_batch
         self._max_delay = max_delay.total_seconds()
+        # Built once: constructing the statement cost more than running it, at every flush.
+        self._complete = statements.complete_jobs(
+            worker_id=worker_id, job_ids=bindparam("job_ids", expanding=True)
+        )
         self._succeeded: list[uuid.UUID] = []
         self._has_succeeded = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -114,10 +119,10 @@ class Completer:
         failures = 0
         while self._succeeded:
             batch = self._succeeded[: self._max_batch]
-            statement = self._statements.complete_jobs(worker_id=self._worker_id, job_ids=batch)
+            statement = self._complete
             try:
                 async with self._autocommit.connect() as connection:
-                    deleted = (await connection.execute(statement)).rowcount
+                    deleted = (await connection.execute(statement, {"job_ids": batch})).rowcount
             except DATABASE_ERRORS as exc:
                 failures += 1
                 if attempts is not None and failures >= attempts:
