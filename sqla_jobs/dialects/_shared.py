@@ -122,7 +122,11 @@ class SharedStatements:
                 Job.error_count + 1,
                 literal(error),
                 Job.created_at,
-            ).where(*held),
+            )
+            .where(*held)
+            # Locks the row it copies, so the delete that follows finds exactly that row,
+            # even if another worker tries to take the job over in between.
+            .with_for_update(),
         )
         return copy, delete(Job).where(*held)
 

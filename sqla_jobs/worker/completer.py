@@ -140,7 +140,13 @@ class Completer:
         for failures in range(1, attempts + 1):
             try:
                 async with self._engine.begin() as connection:
-                    held = await self._write_in(connection, job_id, outcome)
+                    held = await write_failure(
+                        connection,
+                        self._statements,
+                        owner=self._worker_id,
+                        job_id=job_id,
+                        outcome=outcome,
+                    )
             except DATABASE_ERRORS as exc:
                 if failures == attempts:
                     logger.opt(exception=exc).error(
@@ -154,24 +160,48 @@ class Completer:
             return held
         return False
 
-    async def _write_in(
-        self, connection: AsyncConnection, job_id: uuid.UUID, outcome: Retry | DeadLetter
-    ) -> bool:
-        """Write `outcome` in the open transaction; False if this worker lost the job's lock."""
-        if isinstance(outcome, Retry):
-            retry = self._statements.retry_job(
-                worker_id=self._worker_id, job_id=job_id, error=outcome.error, delay=outcome.delay
-            )
+
+async def write_failure(
+    connection: AsyncConnection,
+    statements: JobStatements,
+    *,
+    owner: str,
+    job_id: uuid.UUID,
+    outcome: Retry | DeadLetter,
+) -> bool:
+    """Write a failed attempt of the job `owner` holds, in the open transaction.
+
+    Returns False, having changed nothing, if `owner` no longer holds the job.
+    """
+    match outcome:
+        case Retry(error=error, delay=delay):
+            retry = statements.retry_job(worker_id=owner, job_id=job_id, error=error, delay=delay)
             return (await connection.execute(retry)).rowcount == 1
-        copy, remove = self._statements.dead_letter_job(
-            worker_id=self._worker_id, job_id=job_id, error=outcome.error
-        )
-        await connection.execute(copy)
-        if (await connection.execute(remove)).rowcount != 1:
-            # The copy must not outlive a delete that found no row of ours.
-            await connection.rollback()
-            return False
-        return True
+        case DeadLetter(error=error):
+            return await dead_letter(
+                connection, statements, owner=owner, job_id=job_id, error=error
+            )
+        case _:
+            assert_never(outcome)
+
+
+async def dead_letter(
+    connection: AsyncConnection,
+    statements: JobStatements,
+    *,
+    owner: str | None,
+    job_id: uuid.UUID,
+    error: str,
+) -> bool:
+    """Move the job `owner` holds (None: an unlocked job) to the dead-letter table.
+
+    Returns False, having changed nothing, if the job is not held that way (any more).
+    """
+    copy, remove = statements.dead_letter_job(worker_id=owner, job_id=job_id, error=error)
+    # The copy locks the row it copies: the delete removes exactly what was copied, or, when
+    # the copy found nothing, nothing.
+    await connection.execute(copy)
+    return (await connection.execute(remove)).rowcount == 1
 
 
 async def _back_off(what: str, exc: BaseException, failures: int) -> None:

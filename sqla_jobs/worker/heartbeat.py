@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import assert_never
 
 from loguru import logger
 from sqlalchemy.engine import URL
@@ -30,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from sqla_jobs.dialects import JobStatements
 from sqla_jobs.engine import create_engine
 from sqla_jobs.execution import DeadLetter, Retry
-from sqla_jobs.worker.completer import DATABASE_ERRORS
+from sqla_jobs.worker.completer import DATABASE_ERRORS, dead_letter, write_failure
 
 # Decides what becomes of a lost job: (task name, failures so far, error text) → outcome.
 DecideLost = Callable[[str, int, str], Retry | DeadLetter]
@@ -156,12 +155,11 @@ class Heartbeat:
         async with engine.begin() as connection:
             queued = self._statements.cancelled_queued_jobs(limit=RESCUE_BATCH)
             for job_id, reason in (await connection.execute(queued)).all():
-                copy, remove = self._statements.dead_letter_job(
-                    worker_id=None, job_id=job_id, error=f"cancelled: {reason}"
-                )
-                await connection.execute(copy)
-                await connection.execute(remove)
-                logger.warning("cancelled job dead-lettered", job_id=str(job_id))
+                error = f"cancelled: {reason}"
+                if await dead_letter(
+                    connection, self._statements, owner=None, job_id=job_id, error=error
+                ):
+                    logger.warning("cancelled job dead-lettered", job_id=str(job_id))
 
     async def _refresh_statistics(self, engine: AsyncEngine) -> None:
         """ANALYZE the job table when it outgrew the planner's statistics (after a bulk load)."""
@@ -183,39 +181,19 @@ class Heartbeat:
                     f"worker lost: {dead_worker} sent no heartbeat for "
                     f"{self._timeout.total_seconds():g} s while running this job"
                 )
-                await self._write(connection, job_id, dead_worker or "", name, error_count, error)
+                # Guarded by the dead worker's id: if it came back and finished the job
+                # meanwhile, nothing is written.
+                await write_failure(
+                    connection,
+                    self._statements,
+                    owner=dead_worker or "",
+                    job_id=job_id,
+                    outcome=self._decide_lost(name, error_count, error),
+                )
             await connection.execute(
                 self._statements.forget_dead_workers(heartbeat_timeout=self._timeout)
             )
         return len(rows)
-
-    async def _write(
-        self,
-        connection: AsyncConnection,
-        job_id: uuid.UUID,
-        dead_worker: str,
-        name: str,
-        error_count: int,
-        error: str,
-    ) -> None:
-        # Guarded by the dead worker's id: if it came back and finished the job meanwhile,
-        # these statements find no row and change nothing.
-        outcome = self._decide_lost(name, error_count, error)
-        match outcome:
-            case Retry(delay=delay):
-                await connection.execute(
-                    self._statements.retry_job(
-                        worker_id=dead_worker, job_id=job_id, error=error, delay=delay
-                    )
-                )
-            case DeadLetter():
-                copy, remove = self._statements.dead_letter_job(
-                    worker_id=dead_worker, job_id=job_id, error=error
-                )
-                await connection.execute(copy)
-                await connection.execute(remove)
-            case _:
-                assert_never(outcome)
 
     def _measure_lag(self) -> None:
         loop = self._watched_loop
