@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from .errors import ConfigurationError
+from .settings import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL
 from .urls import display_url, to_async_url
 
 VERSION_TABLE = "sqla_jobs_alembic_version"
@@ -39,9 +40,6 @@ BRANCH_LABEL = "sqla_jobs"
 
 URL_ENV_VAR = "SQLA_JOBS_DATABASE_URL"
 """The environment variable read when no URL is given."""
-
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///sqla_jobs.db"
-"""The database used when neither a URL nor the environment variable is given."""
 
 
 def script_location() -> Path:
