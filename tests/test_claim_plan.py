@@ -43,9 +43,7 @@ async def backlog_engine(pg_database: TestDatabase) -> AsyncEngine:
 async def explain_claim(engine: AsyncEngine, queues: list[str]) -> str:
     return await explain(
         engine,
-        PostgreSQLStatements().claim_jobs(
-            worker_id="w", queues=queues, limit=100, lock_timeout=timedelta(hours=2)
-        ),
+        PostgreSQLStatements().claim_jobs(worker_id="w", queues=queues, limit=100),
     )
 
 

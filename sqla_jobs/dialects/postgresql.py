@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -46,17 +45,15 @@ ANALYZE_LOCK = 0x73716C615F6A6F62
 class PostgreSQLStatements(SharedStatements):
     """Statements for PostgreSQL, where many workers on many hosts share one queue."""
 
-    def claim_jobs(
-        self, *, worker_id: str, queues: Sequence[str], limit: int, lock_timeout: timedelta
-    ) -> Update:
+    def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
         """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
 
         SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing
-        behind them; a lock older than `lock_timeout` counts as abandoned.
+        behind them.
         """
         due = (
             select(Job.id)
-            .where(*claimable(queues, lock_timeout))
+            .where(*claimable(queues))
             .order_by(*CLAIM_ORDER)
             .limit(limit)
             .with_for_update(skip_locked=True)
