@@ -74,11 +74,16 @@ async def paced(n: int, interval: float, action: Callable[[int], Awaitable[None]
         await action(i)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    """Wait until `predicate()`; on timeout, say so with the end of a worker's `log`."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("the benchmark waited too long for its condition")
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise TimeoutError(
+                "the benchmark waited too long for its condition"
+                + (f"; the worker's log ends:\n{tail}" if tail else "")
+            )
         await asyncio.sleep(0.01)
 
 

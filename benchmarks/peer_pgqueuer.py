@@ -24,7 +24,6 @@ from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Job, QueueManager, run
 from pgqueuer.queries import Queries
 from pgqueuer.types import QueueExecutionMode
 
-NAME = "PgQueuer"
 NOOP = "bench_noop"
 STAMP = "bench_stamp"
 
@@ -129,7 +128,7 @@ async def latency(dsn: str, n: int, interval: float, stamps: Path) -> list[float
 
         # A first job proves the worker is up and listening; it is not measured.
         await produce(-1)
-        await wait_for(lambda: stamps.exists() and "-1 " in stamps.read_text(), 60)
+        await wait_for(lambda: stamps.exists() and "-1 " in stamps.read_text(), 60, log)
         await asyncio.sleep(0.5)
         await paced(n, interval, produce)
         await wait_for(lambda: len(read_stamps(stamps)) > n, n * interval + 30)

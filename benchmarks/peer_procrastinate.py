@@ -17,8 +17,8 @@ from pathlib import Path
 import procrastinate
 from harness import paced, read_stamps, start_process, stop_process, timed, wait_for
 
-NAME = "procrastinate"
 DRAIN_CONCURRENCIES = (1, 10, 50)
+LATENCY_CONCURRENCY = 10
 
 
 def make_app(dsn: str, pool_size: int = 4) -> procrastinate.App:
@@ -43,7 +43,7 @@ def make_app(dsn: str, pool_size: int = 4) -> procrastinate.App:
 
 
 # The app the CLI worker loads (`--app=peer_procrastinate.worker_app`); it connects on open.
-worker_app = make_app(os.environ.get("BENCH_PEER_DSN", ""))
+worker_app = make_app(os.environ.get("BENCH_PEER_DSN", ""), pool_size=LATENCY_CONCURRENCY + 2)
 
 
 def version() -> str:
@@ -101,7 +101,15 @@ async def latency(dsn: str, n: int, interval: float, stamps: Path) -> list[float
     The worker listens (``listen_notify``, procrastinate's default) for the defer's NOTIFY.
     """
     process, log = start_process(
-        ["-m", "procrastinate", "--app=peer_procrastinate.worker_app", "worker"],
+        # Concurrency 10, sqla_jobs' default (procrastinate's is 1): jobs 20 ms apart must not
+        # queue behind each other on a loaded machine, or this measures throughput instead.
+        [
+            "-m",
+            "procrastinate",
+            "--app=peer_procrastinate.worker_app",
+            "worker",
+            f"--concurrency={LATENCY_CONCURRENCY}",
+        ],
         BENCH_PEER_DSN=dsn,
         BENCH_STAMP_FILE=str(stamps),
     )
@@ -117,7 +125,7 @@ async def latency(dsn: str, n: int, interval: float, stamps: Path) -> list[float
 
             # A first job proves the worker is up and listening; it is not measured.
             await produce(-1)
-            await wait_for(lambda: stamps.exists() and "-1 " in stamps.read_text(), 60)
+            await wait_for(lambda: stamps.exists() and "-1 " in stamps.read_text(), 60, log)
             await asyncio.sleep(0.5)
             await paced(n, interval, produce)
             await wait_for(lambda: len(read_stamps(stamps)) > n, n * interval + 30)

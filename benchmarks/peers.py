@@ -19,10 +19,10 @@ from types import ModuleType
 from harness import BENCH_DIR, fresh_database, libpq_dsn, percentile
 from sqlalchemy.engine import URL
 
-# name on the command line -> (package to look for, the module that drives it)
+# name on the command line -> (package to look for, the module that drives it, display name)
 KNOWN_PEERS = {
-    "pgqueuer": ("pgqueuer", "peer_pgqueuer"),
-    "procrastinate": ("procrastinate", "peer_procrastinate"),
+    "pgqueuer": ("pgqueuer", "peer_pgqueuer", "PgQueuer"),
+    "procrastinate": ("procrastinate", "peer_procrastinate", "procrastinate"),
 }
 
 
@@ -64,13 +64,13 @@ def run_peers(
 ) -> list[PeerResult]:
     results = []
     for name in names:
-        package, module_name = KNOWN_PEERS[name]
+        package, module_name, display = KNOWN_PEERS[name]
         if importlib.util.find_spec(package) is None:
             print(f"peer {name}: not installed, skipped", file=sys.stderr)
-            results.append(PeerResult(name, status="not installed"))
+            results.append(PeerResult(display, status="not installed"))
             continue
         module = importlib.import_module(module_name)
-        result = PeerResult(module.NAME, version=module.version())
+        result = PeerResult(display, version=module.version())
         started = time.perf_counter()
         try:
             with fresh_database(admin_url, f"sqla_jobs_bench_{name}") as url:
