@@ -1,11 +1,13 @@
 """Measure sqla_jobs against a raw asyncpg baseline on the same PostgreSQL, in the same run.
 
     python benchmarks/bench.py            # defaults; a few minutes
-    python benchmarks/bench.py --quick    # small sizes, a smoke check (< 60 s)
+    python benchmarks/bench.py --quick    # small sizes, a smoke check (< 90 s)
+    python benchmarks/bench.py --peers none   # without PgQueuer and procrastinate
 
 Creates a scratch database ``sqla_jobs_bench_<hex>`` next to ``$SQLA_JOBS_DATABASE_URL`` (an
-admin URL: its user creates and drops databases), migrates it, runs the scenarios and drops it.
-See benchmarks/README.md for what each line means.
+admin URL: its user creates and drops databases), migrates it, runs the scenarios and drops it;
+each peer gets a fresh database of its own the same way (peers.py). See benchmarks/README.md
+for what each line means.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from bench_tasks import NoOp, Stamp
 from harness import (
     BENCH_DIR,
     child_environment,
+    fresh_database,
+    libpq_dsn,
     line_count,
     paced,
     percentile,
@@ -119,7 +123,7 @@ QUICK_SIZES = Sizes(
 class Row:
     """One line of the result table: a sqla_jobs figure beside its baseline (mostly raw asyncpg).
 
-    `key` marks the rows the comparison with the peers and the targets read (peers.FIGURES).
+    `key` marks the rows the comparison with the peers and the targets read (`figures_from`).
     """
 
     scenario: str
@@ -150,27 +154,16 @@ class ScratchDatabase:
 @contextmanager
 def scratch_database(admin_url: URL) -> Iterator[ScratchDatabase]:
     """Create, migrate and finally drop a database of this run's own."""
-    name = f"sqla_jobs_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_sync_engine(to_sync_url(admin_url), isolation_level="AUTOCOMMIT")
-    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
-    url = admin_url.set(database=name)
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {quoted}"))  # a name generated above
-    try:
+    with fresh_database(admin_url, "sqla_jobs_bench") as url:
         _migrate(url)
         db = ScratchDatabase(
-            url=to_async_url(url).render_as_string(hide_password=False),
-            dsn=url.set(drivername="postgresql").render_as_string(hide_password=False),
+            url=to_async_url(url).render_as_string(hide_password=False), dsn=libpq_dsn(url)
         )
         asyncio.run(_create_raw_table(db))
         engine = create_sync_engine(to_sync_url(url))
-        BenchBase.metadata.create_all(engine)  # scenario 7's plain table
+        BenchBase.metadata.create_all(engine)  # scenario 7's plain tables
         engine.dispose()
         yield db
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _migrate(url: URL) -> None:
@@ -196,7 +189,7 @@ async def _create_raw_table(db: ScratchDatabase) -> None:
 
 
 async def reset(db: ScratchDatabase) -> None:
-    """Empty both job tables and refresh planner statistics, so scenarios do not leak."""
+    """Empty the benchmark's tables and refresh planner statistics, so scenarios do not leak."""
     connection = await asyncpg.connect(db.dsn)
     try:
         tables = (Job.__tablename__, "bench_raw", BenchRow.__tablename__, BenchOrder.__tablename__)
@@ -981,7 +974,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(*args.child)
     sizes = sizes_from(args)
     selected = {s.strip() for s in args.only.split(",")}
-    peer_names = peers.parse_peers(args.peers)
+    # The peers share scenarios 2-4 only: `--only 6` alone runs no peer.
+    peer_names = peers.parse_peers(args.peers) if selected & {"2", "3", "4"} else []
     process_counts = [int(p) for p in args.processes.split(",") if int(p) > 0]
     admin_url = make_url(args.database_url)
     rows: list[Row] = []
