@@ -8,6 +8,7 @@ guarded transactions (successes in batches).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -57,6 +58,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = timedelta(seconds=30)
 DEFAULT_MAX_RETRIES = 20
 DEFAULT_HEARTBEAT_INTERVAL = timedelta(seconds=5)
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+# How many failed attempts `failures` keeps (the latest): a worker that runs for months stays small.
+MAX_KEPT_FAILURES = 100
 # Writing an outcome back is retried this many times before the job is left to the lock timeout.
 RECORD_ATTEMPTS = 6
 # While busy, claim once a quarter of the slots is free (or after this pause), rather than one
@@ -149,6 +152,12 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.jobs_processed = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        """Jobs processed by outcome class name: "Completed", "CompletedInTransaction", …"""
+        self.failures: collections.deque[tuple[uuid.UUID, str, str]] = collections.deque(
+            maxlen=MAX_KEPT_FAILURES
+        )
+        """(job id, task name, error) of the most recent failed attempts (Retry, DeadLetter)."""
 
     @property
     def was_forced(self) -> bool:
@@ -373,6 +382,9 @@ class Worker:
             finally:
                 del self._executing[job.id]
                 self._cancel_reasons.pop(job.id, None)
+            self.outcomes[type(outcome).__name__] += 1
+            if isinstance(outcome, Retry | DeadLetter):
+                self.failures.append((job.id, job.name, outcome.error))
             await self._completer.record(job.id, outcome, attempts=RECORD_ATTEMPTS)
 
     async def _shut_down(self, helpers: list[asyncio.Task[None]]) -> None:
