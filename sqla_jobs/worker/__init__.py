@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -184,6 +184,11 @@ class Worker:
     def outcomes(self) -> Counter[str]:
         """How many jobs ended with each outcome: ``Completed``, ``Retry``, ``DeadLetter``, …"""
         return self.runner.outcomes
+
+    @property
+    def failures(self) -> deque[tuple[uuid.UUID, str, str]]:
+        """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
+        return self.runner.failures
 
     @property
     def was_forced(self) -> bool:

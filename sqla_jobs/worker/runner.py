@@ -13,7 +13,7 @@ import concurrent.futures
 import contextvars
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +24,14 @@ from loguru import logger
 from sqlalchemy import Engine
 
 from sqla_jobs.context import ClaimedJob, JobContext
-from sqla_jobs.execution import Outcome, cancelled_outcome, execute
+from sqla_jobs.execution import DeadLetter, Outcome, Retry, cancelled_outcome, execute
 from sqla_jobs.store import JobStore, create_job_sync_engine
 from sqla_jobs.tasks import Task
 from sqla_jobs.transaction import TransactionBinding
 from sqla_jobs.worker.recorder import OutcomeRecorder
+
+# How many failed attempts `failures` keeps (the latest): a worker that runs for months stays small.
+MAX_KEPT_FAILURES = 100
 
 
 @dataclass(eq=False)
@@ -86,6 +89,8 @@ class JobRunner:
         self.jobs_processed = 0
         self.outcomes: Counter[str] = Counter()
         """How many jobs ended with each outcome (``Completed``, ``Retry``, ``DeadLetter``, …)."""
+        self.failures: deque[tuple[uuid.UUID, str, str]] = deque(maxlen=MAX_KEPT_FAILURES)
+        """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
 
     @property
     def free_slots(self) -> int:
@@ -226,6 +231,8 @@ class JobRunner:
 
     async def _finish(self, run: RunningJob, outcome: Outcome) -> None:
         self.outcomes[type(outcome).__name__] += 1
+        if isinstance(outcome, Retry | DeadLetter):
+            self.failures.append((run.job.id, run.job.name, outcome.error))
         if run.is_disowned:
             return
         await self._recorder.record(run.owner, run.job.id, outcome)
