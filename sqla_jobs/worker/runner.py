@@ -133,10 +133,14 @@ class JobRunner:
         run.cancel_reason = reason
         run.task.cancel()
 
-    def cancel_all(self) -> None:
-        """Cancel every running job (shutdown): async jobs stop, sync threads run on."""
+    def cancel_async_jobs(self) -> None:
+        """Cancel every running async job (shutdown); their locks are released afterwards.
+
+        Jobs running in a thread are left to finish: a thread cannot be stopped, and its result
+        is recorded as usual when it returns (the worker keeps its lease meanwhile).
+        """
         for run in self._jobs.values():
-            if run.task is not None and not run.done.is_set():
+            if run.task is not None and run.thread is None and not run.done.is_set():
                 run.task.cancel()
 
     def disown(self, owner: str) -> None:

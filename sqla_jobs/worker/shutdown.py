@@ -1,9 +1,10 @@
 """Shutdown: stop claiming, let running jobs finish, and never hand over a job whose code runs.
 
-The order matters. Jobs get `shutdown_timeout` to finish; then async jobs are cancelled. A job
-whose code still runs after that (a plain ``def run`` thread, which cannot be stopped, or an
-async job that ignores cancellation) keeps its lock and the worker keeps its lease while it
-waits for it, unless the stop is forced: then the worker exits with that job still locked under
+The order matters. Jobs get `shutdown_timeout` to finish; then async jobs are cancelled (and
+their locks released, so another worker runs them again). A job whose code still runs after
+that (a plain ``def run`` thread, which cannot be stopped, or an async job that ignores
+cancellation) keeps its lock and the worker keeps its lease while it waits for it; its outcome
+is recorded as usual when it ends. Unless the stop is forced: then the worker exits with that job still locked under
 a lease that falls silent, and the job is rescued after `heartbeat_timeout`, as a failed
 attempt. Succeeded jobs are deleted before any lock is released (a released success would run
 again), and the registration is removed only once every lock is released.
@@ -56,7 +57,7 @@ class Shutdown:
         if runner.is_busy and not runner.forced.is_set():
             logger.info("waiting for running jobs", count=len(runner.code_running_ids()))
             await self._wait(self._shutdown_timeout)
-        runner.cancel_all()
+        runner.cancel_async_jobs()
         await self._wait(CANCELLED_GRACE)
         while runner.code_running_ids() and not runner.forced.is_set():
             logger.warning(
