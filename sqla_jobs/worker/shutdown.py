@@ -4,10 +4,11 @@ The order matters. Jobs get `shutdown_timeout` to finish; then async jobs are ca
 their locks released, so another worker runs them again). A job whose code still runs after
 that (a plain ``def run`` thread, which cannot be stopped, or an async job that ignores
 cancellation) keeps its lock and the worker keeps its lease while it waits for it; its outcome
-is recorded as usual when it ends. Unless the stop is forced: then the worker exits with that job still locked under
-a lease that falls silent, and the job is rescued after `heartbeat_timeout`, as a failed
-attempt. Succeeded jobs are deleted before any lock is released (a released success would run
-again), and the registration is removed only once every lock is released.
+is recorded as usual when it ends. Unless the stop is forced: then the worker exits with that
+job still locked under a lease that falls silent, and the job is rescued after
+`heartbeat_timeout`, as a failed attempt. Succeeded jobs are deleted before any lock is
+released (a released success would run again), and the registration is removed only once every
+lock is released.
 """
 
 from __future__ import annotations
