@@ -18,11 +18,16 @@ from typing import Any
 import pytest
 from loguru import logger
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
 from sqla_jobs.clock import db_now_plus
 from sqla_jobs.models import WorkerRecord
+from sqla_jobs.store import JobStore
+from sqla_jobs.store import retrying as store_retrying
+from sqla_jobs.store.lease import LeaseConnection
+from sqla_jobs.worker.claim_loop import LeaseDiedError
 from tests.helpers import TestDatabase, wait_until
 
 runs: list[str] = []
@@ -365,3 +370,161 @@ async def test_an_undecodable_sqlite_row_is_a_failed_attempt_of_that_row(
         assert "cannot be read" in (row.last_error_message or "")
     finally:
         await engine.dispose()
+
+
+async def test_a_worker_whose_lease_thread_dies_stops_and_exits_non_zero(
+    database: TestDatabase, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(self: LeaseConnection, worker_id: str) -> bool:
+        raise SystemExit("not an Exception: nothing in the thread catches it")
+
+    worker = make_worker(database.url)
+    task = asyncio.create_task(worker.run())
+    await wait_until(condition(worker.lease.is_fresh))
+    monkeypatch.setattr(LeaseConnection, "renew", explode)
+    with pytest.raises(LeaseDiedError):
+        await asyncio.wait_for(task, timeout=10)
+    assert worker.exit_code == 1
+    await add(engine, enqueue(Quick(label="unseen")))
+    assert runs == []
+
+
+async def test_a_worker_that_cannot_renew_stops_claiming(
+    database: TestDatabase, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unanswered(self: LeaseConnection, worker_id: str) -> bool:
+        raise OSError("the lease's connection is gone")
+
+    worker = make_worker(database.url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(condition(worker.lease.is_fresh))
+        monkeypatch.setattr(LeaseConnection, "renew", unanswered)
+        await wait_until(condition(lambda: not worker.lease.is_fresh()))
+        await add(engine, enqueue(Quick(label="held back")))
+        await asyncio.sleep(0.3)  # a claim would have happened by now with a fresh lease
+        assert runs == []
+        monkeypatch.undo()
+        # The lease was lost meanwhile (silent past its timeout): it registers anew and claims.
+        await wait_until(condition(lambda: runs == ["quick:held back"]), timeout=10)
+    finally:
+        await stop(worker, task)
+
+
+async def test_stopping_keeps_the_registration_when_locks_could_not_be_released(
+    database: TestDatabase, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(self: JobStore, *, worker_id: str, keep: Any = ()) -> int:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(store_retrying, "MAX_BACKOFF", timedelta(milliseconds=10))
+    worker = make_worker(database.url)
+    task = asyncio.create_task(worker.run())
+    await wait_until(condition(worker.lease.is_fresh))
+    await insert_locked(engine, Quick(), by="someone-else", seconds_ago=0)
+    monkeypatch.setattr(JobStore, "release", refused)
+    await stop(worker, task)
+    assert worker.exit_code == 1
+    async with AsyncSession(engine) as session:
+        [registration] = (await session.scalars(select(WorkerRecord))).all()
+    assert registration.id == worker.id
+
+
+async def test_one_row_the_database_refuses_does_not_hold_back_the_rescue_of_others(
+    pg_database: TestDatabase, log_records: list[Any]
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(pg_database.url)
+    try:
+        poison = await insert_locked(engine, Quick(label="poison"), by="gone", seconds_ago=60)
+        fine = await insert_locked(engine, Quick(label="fine"), by="gone", seconds_ago=60)
+        async with engine.begin() as connection:
+            # A real refusal by the database, for one row only. Test setup: constant SQL.
+            await connection.execute(
+                text(
+                    "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN RAISE EXCEPTION 'refused'; END $$"
+                )
+            )
+            await connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE UPDATE ON sqla_jobs_job FOR EACH ROW "
+                    f"WHEN (OLD.id = '{poison}') EXECUTE FUNCTION refuse_poison()"
+                )
+            )
+        worker = make_worker(pg_database.url)
+        assert await worker.rescuer.rescue() == 1
+        rows = {row.id: row for row in await job_rows(engine)}
+        assert (rows[fine].locked_by, rows[fine].error_count) == (None, 1)
+        assert (rows[poison].locked_by, rows[poison].error_count) == ("gone", 0)
+        assert any(r["message"].startswith("rescuing a job failed") for r in log_records)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_worker_whose_jobs_use_every_connection_of_its_role_keeps_its_lease(
+    pg_database: TestDatabase,
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from sqla_jobs.urls import to_sync_url
+
+    admin = create_async_engine(pg_database.url, isolation_level="AUTOCOMMIT")
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    # Test setup, constant SQL: a role that may open 8 connections.
+    async with admin.connect() as connection:
+        await connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 8"))
+        await connection.execute(text(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"))
+    limited_url = make_url(pg_database.url).set(username=role)
+    hog = HogState(url=to_sync_url(limited_url).render_as_string(hide_password=False))
+    limited = Worker(limited_url, tasks=[HogConnections], state=hog, concurrency=1, **FAST)
+    other = make_worker(pg_database.url)
+    await add(admin, enqueue(HogConnections()))
+    tasks = [asyncio.create_task(limited.run()), asyncio.create_task(other.run())]
+    try:
+        await wait_until(condition(lambda: hog.exhausted.is_set()), timeout=10)
+        await asyncio.sleep(2.5)  # past the heartbeat timeout, with the role at its limit
+        assert limited.lease.is_fresh()
+        hog.release.set()
+        await wait_until(lambda: _no_jobs(admin), timeout=10)
+    finally:
+        hog.release.set()
+        for worker, task in zip((limited, other), tasks, strict=True):
+            await stop(worker, task)
+        async with admin.connect() as connection:
+            await connection.execute(text(f"DROP OWNED BY {role}"))
+            await connection.execute(text(f"DROP ROLE {role}"))
+        await admin.dispose()
+    assert hog.runs == 1
+    assert other.rescuer.rescued == 0
+
+
+class HogState:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.runs = 0
+        self.exhausted = threading.Event()
+        self.release = threading.Event()
+
+
+class HogConnections(Task, name="tests.lease.hog_connections"):
+    """Open connections as the worker's role until the role's limit refuses one, then wait."""
+
+    def run(self, ctx: JobContext) -> None:
+        import psycopg
+
+        state: HogState = ctx.state
+        state.runs += 1
+        held = []
+        try:
+            while True:
+                try:
+                    held.append(psycopg.connect(state.url.replace("+psycopg", "")))
+                except psycopg.OperationalError:
+                    break
+            state.exhausted.set()
+            state.release.wait(30)
+        finally:
+            for connection in held:
+                connection.close()
