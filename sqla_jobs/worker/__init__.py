@@ -70,17 +70,10 @@ class Worker:
         worker_id: str | None = None,
         handle_signals: bool = True,
     ) -> None:
-        given = {
-            "concurrency": concurrency,
-            "poll_interval": poll_interval,
-            "shutdown_timeout": shutdown_timeout,
-            "max_retries": max_retries,
-            "heartbeat_interval": heartbeat_interval,
-            "heartbeat_timeout": heartbeat_timeout,
-        }
-        options = WorkerOptions.checked(
-            **{name: value for name, value in given.items() if value is not _UNSET}
-        )
+        given = dict(concurrency=concurrency, poll_interval=poll_interval, max_retries=max_retries)
+        given |= dict(shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval)
+        given |= dict(heartbeat_timeout=heartbeat_timeout)
+        options = WorkerOptions.checked(**{k: v for k, v in given.items() if v is not _UNSET})
         self.options = options
         self.tasks = task_map(tasks)
         self.queues = serve_queues(
@@ -244,11 +237,8 @@ class Worker:
         unsubscribe = wakeup.subscribe(self.claim_loop.wake)
         await self.lease.start()
         helpers.append(asyncio.create_task(self.maintenance.run(self._stopping)))
-        remove_handlers = (
-            signals.install(self.stop, self._stopping.is_set)
-            if self.handle_signals and not until_idle
-            else _no_op
-        )
+        handles_signals = self.handle_signals and not until_idle
+        remove_handlers = signals.install(self, self._stopping) if handles_signals else _no_op
         logger.info(
             "worker started",
             worker_id=self.id,

@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 from loguru import logger
 
 
-def install(stop: Callable[..., None], is_stopping: Callable[[], bool]) -> Callable[[], None]:
-    """Call `stop()` on the first signal and `stop(force=True)` on the next; return a remover.
+class Stoppable(Protocol):
+    """What a signal stops."""
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop gracefully, or at once with `force`."""
+        ...
+
+
+def install(target: Stoppable, stopping: asyncio.Event) -> Callable[[], None]:
+    """Call `target.stop()` on the first signal, `stop(force=True)` on the next; return a remover.
 
     Does nothing outside the main thread, or where the loop cannot handle signals.
     """
@@ -18,12 +27,12 @@ def install(stop: Callable[..., None], is_stopping: Callable[[], bool]) -> Calla
     installed = []
 
     def on_signal(signum: int) -> None:
-        if is_stopping():
+        if stopping.is_set():
             logger.warning("second signal; cancelling running jobs", signal=signum)
-            stop(force=True)
+            target.stop(force=True)
         else:
             logger.info("signal received; shutting down gracefully", signal=signum)
-            stop()
+            target.stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
