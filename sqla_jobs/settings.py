@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .worker_options import QueueNames, WorkerOptionFields, WorkerOptions
+from .worker_options import PositiveDuration, QueueNames, WorkerOptionFields, WorkerOptions
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///sqla_jobs.db"
 
@@ -37,6 +38,10 @@ class Settings(WorkerOptionFields, BaseSettings):
     """Worker processes run under one supervisor; each runs `concurrency` jobs at once."""
     imports: CommaSeparated = Field(default_factory=list)
     """Modules to import at start, so their Task classes register (comma-separated)."""
+    state: str | None = None
+    """``module:factory`` building the `ctx.state` of jobs (see `sqla_jobs.worker.state`)."""
+    startup_timeout: PositiveDuration = timedelta(seconds=60)
+    """How long the worker command waits for a database that is down when it starts."""
     log_level: LogLevel = "INFO"
     log_json: bool = False
 
