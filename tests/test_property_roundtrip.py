@@ -16,6 +16,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from sqla_jobs import Job, JobContext, Task, Worker, enqueue
+from sqla_jobs.options import check_queue
 from sqla_jobs.tasks import MAX_NAME_LENGTH
 from tests.helpers import TestDatabase
 
@@ -68,13 +69,27 @@ TRICKY = st.sampled_from(
         "\U0010ffff",
     ]
 )
+
+
+def _is_queue_name(text: str) -> bool:
+    try:
+        check_queue(text)
+    except ValueError:
+        return False
+    return True
+
+
 TEXT = st.one_of(
     st.text(CHARACTERS, max_size=50),
     st.lists(st.one_of(TRICKY, st.text(CHARACTERS, max_size=8)), max_size=10).map("".join),
 )
+# Queue names are printable and without whitespace (sqla_jobs.options.check_queue).
+QUEUE_CHARACTERS = st.characters(
+    codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
+)
 QUEUE = st.one_of(
-    st.text(CHARACTERS, min_size=1, max_size=MAX_NAME_LENGTH),
-    TEXT.map(lambda text: text[:MAX_NAME_LENGTH]).filter(bool),
+    st.text(QUEUE_CHARACTERS, min_size=1, max_size=MAX_NAME_LENGTH),
+    TEXT.map(lambda text: text[:MAX_NAME_LENGTH]).filter(_is_queue_name),
 )
 
 
