@@ -132,19 +132,17 @@ async def _enqueue_bulk_async(
     # lazily at the first statement, and a COPY before that would commit on its own.
     clock = _Clock(*(await session.execute(_CLOCK)).one())
     driver: Any = (await connection.get_raw_connection()).driver_connection
+    stream = _Stream(chunks, schedule, clock)
     if _is_asyncpg(driver):
-        inserted = 0
-        for chunk in chunks:
-            await driver.copy_records_to_table(
-                Job.__tablename__, records=_records(chunk, schedule, clock), columns=_COLUMNS
-            )
-            inserted += len(chunk)
+        await driver.copy_records_to_table(Job.__tablename__, records=stream, columns=_COLUMNS)
     elif _is_psycopg_async(driver):
-        inserted = await _copy_psycopg_async(driver, chunks, schedule, clock)
+        async with driver.cursor() as cursor, cursor.copy(_copy_statement()) as copy:
+            for record in stream:
+                await copy.write_row(record)
     else:
         return await _insert_async(session, chunks, schedule)
     wakeup.note_enqueued(session.sync_session)
-    return inserted
+    return stream.finish()
 
 
 def _enqueue_bulk_sync(session: Session, chunks: Iterator[list[JobRow]], schedule: Schedule) -> int:
@@ -157,30 +155,49 @@ def _enqueue_bulk_sync(session: Session, chunks: Iterator[list[JobRow]], schedul
         return inserted
     # Through the session, so the COPY belongs to the transaction the session began.
     clock = _Clock(*session.execute(_CLOCK).one())
-    statement = _copy_statement()
-    inserted = 0
-    with _driver(connection).cursor() as cursor:
-        for chunk in chunks:
-            with cursor.copy(statement) as copy:
-                for record in _records(chunk, schedule, clock):
-                    copy.write_row(record)
-            inserted += len(chunk)
+    stream = _Stream(chunks, schedule, clock)
+    with _driver(connection).cursor() as cursor, cursor.copy(_copy_statement()) as copy:
+        for record in stream:
+            copy.write_row(record)
     wakeup.note_enqueued(session)
-    return inserted
+    return stream.finish()
 
 
-async def _copy_psycopg_async(
-    driver: Any, chunks: Iterator[list[JobRow]], schedule: Schedule, clock: _Clock
-) -> int:
-    statement = _copy_statement()
-    inserted = 0
-    async with driver.cursor() as cursor:
-        for chunk in chunks:
-            async with cursor.copy(statement) as copy:
-                for record in _records(chunk, schedule, clock):
-                    await copy.write_row(record)
-            inserted += len(chunk)
-    return inserted
+class _Stream:
+    """The records of every chunk, for one COPY; a bad chunk ends the stream instead of the COPY.
+
+    One COPY for the whole call lets the database write a chunk while Python builds the next.
+    Raising inside the COPY would abort it and, with it, the caller's transaction; so an error
+    building a chunk stops the records after the last good chunk, the COPY completes, and
+    `finish()` raises the error: as with `enqueue_many()`, earlier chunks are written and
+    nothing of the bad one is.
+    """
+
+    def __init__(self, chunks: Iterator[list[JobRow]], schedule: Schedule, clock: _Clock) -> None:
+        self._chunks = chunks
+        self._schedule = schedule
+        self._clock = clock
+        self._error: Exception | None = None
+        self.inserted = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return
+            except Exception as exc:
+                self._error = exc
+                return
+            yield from _records(chunk, self._schedule, self._clock)
+            self.inserted += len(chunk)
+
+    def finish(self) -> int:
+        """Return the number of rows sent, or raise the error that ended the stream early."""
+        if self._error is not None:
+            # Re-raised as the very exception, with its traceback (its index is in its message).
+            raise self._error
+        return self.inserted
 
 
 async def _insert_async(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -43,7 +44,8 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 class JobRow(NamedTuple):
     """The values of a new job row that depend on its task; `payload` is JSON text."""
 
-    id: uuid.UUID
+    id: str
+    """A random (version 4) UUID as 32 hex digits, which every driver takes for a UUID."""
     name: str
     payload: str
     queue: str
@@ -84,9 +86,10 @@ def enqueue(
         timeout=timeout,
     )
     schedule = Schedule.checked(run_at, delay)
-    row = job_row(task, overrides)
+    job_id = uuid.uuid4()
+    row = job_row(task, overrides, job_id.hex)
     job = Job(
-        id=row.id,
+        id=job_id,
         name=row.name,
         payload=json.loads(row.payload),
         queue=row.queue,
@@ -183,13 +186,30 @@ def job_row_chunks(
 
 
 def _rows(caller: str, tasks: Iterable[Task], overrides: Overrides) -> Iterator[JobRow]:
-    for index, task in enumerate(tasks):
+    for index, (task, job_id) in enumerate(zip(tasks, _random_ids(), strict=False)):
         try:
             if not isinstance(task, Task):
                 raise EnqueueError(f"{caller}() takes Tasks, not {type(task).__name__}")
-            yield job_row(task, overrides)
+            yield job_row(task, overrides, job_id)
         except EnqueueError as exc:
             raise type(exc)(f"tasks[{index}]: {exc}") from exc
+
+
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_BITS = (4 << 76) | (0x2 << 62)
+
+
+def _random_ids(batch: int = 1024) -> Iterator[str]:
+    """Yield random version 4 UUIDs as hex, reading the OS's randomness a batch at a time.
+
+    `uuid.uuid4()` makes one system call and one `UUID` object per id: a third of the Python
+    time of a bulk enqueue.
+    """
+    while True:
+        randomness = os.urandom(16 * batch)
+        for start in range(0, 16 * batch, 16):
+            value = int.from_bytes(randomness[start : start + 16])
+            yield f"{(value & _UUID4_MASK) | _UUID4_BITS:032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,15 +269,15 @@ class Overrides:
             raise EnqueueError(str(exc)) from exc
 
 
-def job_row(task: Task, overrides: Overrides) -> JobRow:
-    """Return the row of a new job running `task` (its options were checked when its class
-    was created, the overrides when they were given)."""
+def job_row(task: Task, overrides: Overrides, job_id: str) -> JobRow:
+    """Return the row of a new job `job_id` running `task` (its options were checked when its
+    class was created, the overrides when they were given)."""
     task_class = type(task)
     if not is_concrete(task_class):
         raise EnqueueError(f"{task_class.__qualname__} does not implement run()")
     options = task_class.__task_options__
     return JobRow(
-        uuid.uuid4(),
+        job_id,
         options.name,
         encode_payload(task, max_bytes=overrides.max_payload_bytes or options.max_payload_bytes),
         options.queue if overrides.queue is None else overrides.queue,

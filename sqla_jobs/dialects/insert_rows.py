@@ -90,11 +90,11 @@ class InsertJobRows(Executable, ClauseElement):
 
 
 def _encode(rows: Sequence[JobRow]) -> str:
-    """Encode rows for the database: uuid as hex, the payload as its JSON text."""
+    """Encode rows for the database: the payload as its JSON text."""
     return json.dumps(
         [
             {
-                "id": row.id.hex,
+                "id": row.id,
                 "name": row.name,
                 "payload": row.payload,
                 "queue": row.queue,
