@@ -61,7 +61,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("option", "value", "message"), BAD_VALUES)
 def test_class_options_and_per_call_overrides_refuse_the_same_values(
-    option: str, value: object, message: str
+    option: str, value: Any, message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=f"^Bad: {message}"):
         define_task(**{option: value})
@@ -86,7 +86,7 @@ def test_class_options_and_per_call_overrides_refuse_the_same_values(
     ],
 )
 def test_class_options_and_per_call_overrides_accept_the_same_values(
-    option: str, value: object
+    option: str, value: Any
 ) -> None:
     task_class = define_task(**{option: value})
     assert getattr(task_class.__task_options__, option) == value
