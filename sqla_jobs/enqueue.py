@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pydantic_core import PydanticSerializationError
 from sqlalchemy import Executable
@@ -318,12 +318,6 @@ def encode_payload(task: Task, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) ->
             f"{max_bytes} bytes (max_payload_bytes)"
         )
     return text
-
-
-def to_payload(task: Task, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Return `task`'s fields as a JSON object, checked as `encode_payload` checks them."""
-    payload: dict[str, Any] = json.loads(encode_payload(task, max_bytes=max_bytes))
-    return payload
 
 
 def _failing_field(task: Task) -> str:
