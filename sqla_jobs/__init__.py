@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from loguru import logger
 
+from .bulk import enqueue_bulk as enqueue_bulk
 from .context import JobContext as JobContext
 from .enqueue import enqueue as enqueue
 from .enqueue import enqueue_many as enqueue_many
@@ -39,6 +40,7 @@ __all__ = [
     "UnknownTaskError",
     "Worker",
     "enqueue",
+    "enqueue_bulk",
     "enqueue_many",
 ]
 

@@ -86,3 +86,37 @@ def _compile_now_plus_postgresql(element: db_now_plus, compiler: SQLCompiler, **
 def _compile_now_plus_sqlite(element: db_now_plus, compiler: SQLCompiler, **kw: Any) -> str:
     seconds = compiler.process(element.clauses, **kw)
     return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({seconds}) || ' seconds')"
+
+
+class db_insert_time_plus(FunctionElement[datetime]):
+    """The database's time at this very statement plus a number of seconds (for `delay=`).
+
+    Unlike `db_now` (on PostgreSQL the start of the transaction, which comparisons want), this
+    moves on within a transaction, so a job enqueued late in a long transaction with a delay is
+    due that long after its insert. A NULL number of seconds gives NULL.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+    def __init__(self, seconds: float | ColumnElement[float]) -> None:
+        if not isinstance(seconds, ColumnElement):
+            seconds = literal(float(seconds), Float())
+        super().__init__(seconds)
+
+
+@compiles(db_insert_time_plus, "postgresql")
+def _compile_insert_time_plus_postgresql(
+    element: db_insert_time_plus, compiler: SQLCompiler, **kw: Any
+) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(clock_timestamp() + CAST({seconds} AS DOUBLE PRECISION) * INTERVAL '1 second')"
+
+
+@compiles(db_insert_time_plus, "sqlite")
+def _compile_insert_time_plus_sqlite(
+    element: db_insert_time_plus, compiler: SQLCompiler, **kw: Any
+) -> str:
+    # SQLite's 'now' is already the time of the current statement.
+    seconds = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({seconds}) || ' seconds')"

@@ -20,16 +20,25 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigurationError, DuplicateTaskNameError, UnknownTaskError
+from .options import DEFAULT_MAX_PAYLOAD_BYTES as DEFAULT_MAX_PAYLOAD_BYTES
+from .options import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from .options import (
+    check_backoff,
+    check_max_payload_bytes,
+    check_max_retries,
+    check_name,
+    check_priority,
+    check_queue,
+    check_timeout,
+)
 from .retry import Backoff, exponential_backoff
 
 if TYPE_CHECKING:
     from .context import JobContext
 
-MAX_NAME_LENGTH = 255
-DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 _OPTION_NAMES = frozenset(
     {"name", "queue", "priority", "max_retries", "backoff", "max_payload_bytes", "timeout"}
 )
@@ -57,6 +66,10 @@ class Task(BaseModel):
     `async def run` runs on the worker's event loop; a plain `def run` runs in the worker's
     thread pool. Subclasses register themselves under their `name` when the class is created.
     """
+
+    # NaN and infinities stay floats when dumped, where enqueue() refuses them by name, instead
+    # of pydantic's default of turning those in `Any` fields silently into null.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     __task_options__: ClassVar[TaskOptions]
 
@@ -93,50 +106,20 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
     # Options are inherited from a parent Task class, except the name, which identifies a class.
     inherited = getattr(cls, "__task_options__", None) or TaskOptions(name="")
     name = given.get("name", f"{cls.__module__}.{cls.__qualname__}")
-    queue = given.get("queue", inherited.queue)
-    priority = given.get("priority", inherited.priority)
-    max_retries = given.get("max_retries", inherited.max_retries)
-    backoff = given.get("backoff", inherited.backoff)
-    max_payload_bytes = given.get("max_payload_bytes", inherited.max_payload_bytes)
-    timeout = given.get("timeout", inherited.timeout)
-    _check_identifier("name", name, where=cls)
-    _check_identifier("queue", queue, where=cls)
-    if not _is_int(priority):
-        raise ConfigurationError(f"{cls.__qualname__}: priority must be an int")
-    if max_retries is not None and not (_is_int(max_retries) and max_retries >= 0):
-        raise ConfigurationError(f"{cls.__qualname__}: max_retries must be an int >= 0")
-    if not callable(backoff):
-        raise ConfigurationError(f"{cls.__qualname__}: backoff must be callable")
-    if not (_is_int(max_payload_bytes) and max_payload_bytes >= 1):
-        raise ConfigurationError(f"{cls.__qualname__}: max_payload_bytes must be an int >= 1")
-    if timeout is not None and not is_positive_duration(timeout):
-        raise ConfigurationError(f"{cls.__qualname__}: timeout must be a positive timedelta")
-    return TaskOptions(
-        name=name,
-        queue=queue,
-        priority=priority,
-        max_retries=max_retries,
-        backoff=backoff,
-        max_payload_bytes=max_payload_bytes,
-        timeout=timeout,
-    )
-
-
-def _check_identifier(option: str, value: object, *, where: type) -> None:
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
-        raise ConfigurationError(
-            f"{where.__qualname__}: {option} must be a non-empty string of at most "
-            f"{MAX_NAME_LENGTH} characters"
+    try:
+        return TaskOptions(
+            name=check_name(name),
+            queue=check_queue(given.get("queue", inherited.queue)),
+            priority=check_priority(given.get("priority", inherited.priority)),
+            max_retries=check_max_retries(given.get("max_retries", inherited.max_retries)),
+            backoff=check_backoff(given.get("backoff", inherited.backoff)),
+            max_payload_bytes=check_max_payload_bytes(
+                given.get("max_payload_bytes", inherited.max_payload_bytes)
+            ),
+            timeout=check_timeout(given.get("timeout", inherited.timeout)),
         )
-
-
-def is_positive_duration(value: object) -> bool:
-    """Tell whether `value` is a timedelta longer than zero."""
-    return isinstance(value, timedelta) and value > timedelta(0)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    except ValueError as exc:
+        raise ConfigurationError(f"{cls.__qualname__}: {exc}") from exc
 
 
 _registry: dict[str, type[Task]] = {}

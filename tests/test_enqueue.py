@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from pydantic import Field
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from sqla_jobs import EnqueueError, Job, JobContext, PayloadError, Task, enqueue
+from sqla_jobs import (
+    EnqueueError,
+    Job,
+    JobContext,
+    PayloadError,
+    Task,
+    enqueue,
+    enqueue_bulk,
+    enqueue_many,
+)
+from tests.helpers import TestDatabase
 
 
 class SendEmail(Task, name="tests.enqueue.send_email", queue="mail", priority=3):
@@ -204,3 +216,132 @@ async def test_payload_round_trips_unchanged(engine: AsyncEngine) -> None:
         await session.commit()
     async with AsyncSession(engine) as session:
         assert (await session.scalars(select(Job.payload))).one() == {"value": tricky}
+
+
+# --- payloads JSON cannot hold are refused at enqueue, naming the field ----------------------
+
+
+class Measure(Task, name="tests.enqueue.measure"):
+    reading: float
+    samples: list[float] = Field(default_factory=list)
+
+    async def run(self, ctx: JobContext) -> None:
+        return None
+
+
+class Blob(Task, name="tests.enqueue.blob"):
+    data: bytes = b""
+    label: str = ""
+
+    async def run(self, ctx: JobContext) -> None:
+        return None
+
+
+def every_form(task: Task) -> list[Callable[[], object]]:
+    """Each way of enqueuing `task` up to the point where its payload is checked."""
+    return [
+        lambda: enqueue(task),
+        lambda: list(enqueue_many([task])),
+        # The task is refused before its chunk is written: no table is needed.
+        lambda: enqueue_bulk(Session(create_engine("sqlite://")), [task]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        pytest.param(Measure(reading=float("nan")), r"Measure: reading is nan", id="nan"),
+        pytest.param(Measure(reading=float("inf")), r"Measure: reading is inf", id="inf"),
+        pytest.param(
+            Measure(reading=1, samples=[0, float("-inf")]), r"samples\[1\] is -inf", id="list"
+        ),
+        pytest.param(Anything(value=float("nan")), r"Anything: value is nan", id="any-nan"),
+        pytest.param(
+            Anything(value={"a": [1, {"b": float("inf")}]}), r"value\.a\[1\]\.b is inf", id="deep"
+        ),
+    ],
+)
+def test_nan_and_infinities_are_refused_naming_the_field(task: Task, message: str) -> None:
+    # Before: the float field failed the whole transaction at commit ("invalid input syntax
+    # for type json"), and the `Any` field silently stored null.
+    for attempt in every_form(task):
+        with pytest.raises(PayloadError, match=message):
+            attempt()
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        pytest.param(Blob(data=b"\xff\xfe"), r"Blob field 'data' cannot be stored", id="bytes"),
+        pytest.param(Blob(label="\ud800"), r"Blob field 'label' cannot be stored", id="surrogate"),
+        pytest.param(Anything(value={"\udfff": 1}), r"field 'value' cannot be stored", id="key"),
+    ],
+)
+def test_text_that_is_not_valid_unicode_is_a_payload_error(task: Task, message: str) -> None:
+    for attempt in every_form(task):
+        with pytest.raises(PayloadError, match=message):
+            attempt()
+
+
+async def test_the_words_nan_and_infinity_in_text_are_fine(engine: AsyncEngine) -> None:
+    task = Anything(value={"NaN": "NaN", "Infinity": ["-Infinity", 1.5]})
+    async with AsyncSession(engine) as session:
+        session.add(enqueue(task))
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        assert (await session.scalars(select(Job.payload))).one() == task.model_dump()
+
+
+# --- delay= counts from the insert, not from the start of the caller's transaction ------------
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("form", ["enqueue", "enqueue_many", "enqueue_bulk"])
+async def test_delay_counts_from_the_insert_not_the_transaction_start(
+    pg_database: TestDatabase, form: str
+) -> None:
+    engine = create_async_engine(pg_database.url)
+    delay = timedelta(seconds=2)
+    tasks = [SendEmail(to=f"{n}@example.com") for n in range(3)]
+    try:
+        async with AsyncSession(engine) as session:
+            # A transaction that has been open a while: now() stays at its start.
+            await session.execute(select(func.pg_sleep(1)))
+            before_insert = await session.scalar(select(func.clock_timestamp()))
+            if form == "enqueue":
+                session.add_all(enqueue(task, delay=delay) for task in tasks)
+            elif form == "enqueue_many":
+                for statement in enqueue_many(tasks, delay=delay):
+                    await session.execute(statement)
+            else:
+                await enqueue_bulk(session, tasks, delay=delay)
+            await session.commit()
+        async with AsyncSession(engine) as session:
+            rows = (await session.execute(select(Job.run_at, Job.created_at))).all()
+    finally:
+        await engine.dispose()
+    assert before_insert is not None
+    assert len(rows) == 3
+    for run_at, created_at in rows:
+        assert run_at >= before_insert + delay
+        assert run_at - created_at >= timedelta(seconds=1) + delay
+
+
+@pytest.mark.postgresql
+def test_delay_counts_from_the_insert_on_a_sync_session(pg_database: TestDatabase) -> None:
+    engine = create_engine(pg_database.sync_url)
+    delay = timedelta(seconds=2)
+    try:
+        with Session(engine) as session:
+            session.execute(select(func.pg_sleep(1)))
+            before_insert = session.scalar(select(func.clock_timestamp()))
+            enqueue_bulk(session, [SendEmail(to="bulk@example.com")], delay=delay)
+            session.add(enqueue(SendEmail(to="one@example.com"), delay=delay))
+            session.commit()
+        with Session(engine) as session:
+            run_ats = session.scalars(select(Job.run_at)).all()
+    finally:
+        engine.dispose()
+    assert before_insert is not None
+    assert len(run_ats) == 2
+    assert all(run_at >= before_insert + delay for run_at in run_ats)

@@ -20,6 +20,7 @@ def test_all_is_pinned() -> None:
         "UnknownTaskError",
         "Worker",
         "enqueue",
+        "enqueue_bulk",
         "enqueue_many",
     ]
 

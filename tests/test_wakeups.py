@@ -7,17 +7,19 @@ started by a wake-up, not by polling.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
-from sqla_jobs import JobContext, Task, Worker, enqueue
+from sqla_jobs import JobContext, Task, Worker, enqueue, enqueue_bulk, enqueue_many, wakeup
 from sqla_jobs.dialects.postgresql import CHANNEL
 from tests.helpers import TestDatabase, wait_until
 
@@ -133,8 +135,6 @@ async def test_a_commit_from_another_process_wakes_the_worker(
         finally:
             engine.dispose()
 
-    from sqla_jobs import wakeup
-
     # Unhook the in-process path so only the database can deliver the wake-up.
     with _no_in_process_wakeups(wakeup):
         await asyncio.to_thread(insert_with_another_driver)
@@ -144,8 +144,6 @@ async def test_a_commit_from_another_process_wakes_the_worker(
 async def test_the_listener_survives_its_connection_being_terminated(
     pg_database: TestDatabase, pg_engine: AsyncEngine, start_idle_worker: IdleWorker
 ) -> None:
-    from sqla_jobs import wakeup
-
     idle_worker = await start_idle_worker(pg_database)
     engine = pg_engine
 
@@ -242,3 +240,147 @@ async def test_released_jobs_wake_other_workers(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# --- in-process hooks: installed while someone is subscribed, for every way of enqueuing ------
+
+
+class Woken:
+    """A subscriber that counts its wake-ups; subscribed for the duration of a `with`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Woken:
+        self._unsubscribe = wakeup.subscribe(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._unsubscribe()
+
+
+def _session_hooks_installed() -> bool:
+    hooks: list[tuple[str, Callable[..., Any]]] = [
+        ("after_flush", wakeup._after_flush),
+        ("do_orm_execute", wakeup._on_execute),
+        ("after_commit", wakeup._after_commit),
+        ("after_rollback", wakeup._after_rollback),
+    ]
+    return any(event.contains(Session, name, hook) for name, hook in hooks)
+
+
+ENQUEUE_FORMS = ["enqueue", "enqueue_many", "enqueue_bulk"]
+
+
+async def _enqueue_async(session: AsyncSession, form: str) -> None:
+    tasks = [Mark(label=str(n)) for n in range(3)]
+    if form == "enqueue":
+        session.add_all(enqueue(task) for task in tasks)
+    elif form == "enqueue_many":
+        for statement in enqueue_many(tasks):
+            await session.execute(statement)
+    else:
+        await enqueue_bulk(session, tasks)
+
+
+def _enqueue_sync(session: Session, form: str) -> None:
+    tasks = [Mark(label=str(n)) for n in range(3)]
+    if form == "enqueue":
+        session.add_all(enqueue(task) for task in tasks)
+    elif form == "enqueue_many":
+        for statement in enqueue_many(tasks):
+            session.execute(statement)
+    else:
+        enqueue_bulk(session, tasks)
+
+
+@pytest.mark.parametrize("form", ENQUEUE_FORMS)
+async def test_every_form_of_enqueue_wakes_a_subscriber_at_commit_on_an_async_session(
+    engine: AsyncEngine, form: str
+) -> None:
+    with Woken() as woken:
+        async with AsyncSession(engine) as session:
+            await _enqueue_async(session, form)
+            await session.flush()
+            assert woken.count == 0, "not before the commit"
+            await session.commit()
+        assert woken.count == 1
+
+
+@pytest.mark.parametrize("form", ENQUEUE_FORMS)
+def test_every_form_of_enqueue_wakes_a_subscriber_at_commit_on_a_sync_session(
+    sync_engine: Engine, form: str
+) -> None:
+    with Woken() as woken:
+        with Session(sync_engine) as session:
+            _enqueue_sync(session, form)
+            session.flush()
+            assert woken.count == 0, "not before the commit"
+            session.commit()
+        assert woken.count == 1
+
+
+@pytest.mark.parametrize("form", ENQUEUE_FORMS)
+async def test_a_rollback_wakes_nobody(engine: AsyncEngine, form: str) -> None:
+    with Woken() as woken:
+        async with AsyncSession(engine) as session:
+            await _enqueue_async(session, form)
+            await session.flush()
+            await session.rollback()
+            # The next transaction of the same session enqueues nothing: still no wake-up.
+            await session.execute(text("SELECT 1"))
+            await session.commit()
+        assert woken.count == 0
+
+
+def test_a_commit_that_enqueues_nothing_wakes_nobody(sync_engine: Engine) -> None:
+    with Woken() as woken, Session(sync_engine) as session:
+        session.execute(text("SELECT 1"))
+        session.commit()
+    assert woken.count == 0
+
+
+def test_hooks_exist_only_while_someone_is_subscribed() -> None:
+    assert not _session_hooks_installed()
+    first, second = Woken(), Woken()
+    with first:
+        assert _session_hooks_installed()
+        with second:
+            assert _session_hooks_installed()
+        assert _session_hooks_installed(), "the first subscriber still needs them"
+    assert not _session_hooks_installed()
+    assert not wakeup.hooks_installed()
+
+
+def test_unsubscribing_twice_is_harmless() -> None:
+    unsubscribe = wakeup.subscribe(lambda: None)
+    other = wakeup.subscribe(lambda: None)
+    unsubscribe()
+    unsubscribe()
+    assert _session_hooks_installed()
+    other()
+    assert not _session_hooks_installed()
+
+
+def test_subscribing_from_many_threads_leaves_no_hook_behind() -> None:
+    def churn() -> None:
+        for _ in range(200):
+            wakeup.subscribe(lambda: None)()
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    with Woken():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert _session_hooks_installed()
+    assert not _session_hooks_installed()
+
+
+async def test_a_stopped_worker_leaves_no_hook_behind(database: TestDatabase) -> None:
+    worker = Worker(database.url, tasks=[Mark], handle_signals=False)
+    await worker.run_until_idle()
+    assert not _session_hooks_installed()

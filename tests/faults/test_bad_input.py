@@ -108,7 +108,7 @@ def test_the_task_option_is_inherited_and_overridden_per_call() -> None:
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, "100", True])
 def test_a_bad_limit_is_refused(limit: Any) -> None:
-    with pytest.raises(ConfigurationError, match="max_payload_bytes must be an int >= 1"):
+    with pytest.raises(ConfigurationError, match="max_payload_bytes must be an int of at least 1"):
         type(
             "Bad",
             (Task,),

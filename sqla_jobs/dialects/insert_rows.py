@@ -1,4 +1,4 @@
-"""One bulk INSERT of job rows, its rows sent as a single JSON parameter.
+"""The INSERT of `enqueue_many()`: many job rows sent as a single JSON parameter.
 
 A multi-row ``INSERT ... VALUES`` has a parameter per value, and SQLAlchemy compiles it anew for
 every chunk (it cannot cache it): for 1 000 jobs that costs more than the database's work. This
@@ -9,11 +9,11 @@ database unpacks the rows itself: ``jsonb_to_recordset`` on PostgreSQL, ``json_e
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    DateTime,
     Float,
     Integer,
     String,
@@ -31,11 +31,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from sqla_jobs.clock import db_now_plus
+from sqla_jobs.clock import UTCDateTime, db_insert_time_plus, db_now
 from sqla_jobs.models import Job
+
+if TYPE_CHECKING:
+    from sqla_jobs.enqueue import JobRow
 
 _TARGET = [
     "id",
@@ -51,7 +54,11 @@ _TARGET = [
 
 
 class InsertJobRows(Executable, ClauseElement):
-    """INSERT the given job rows; execute it with `session.execute()` like any statement."""
+    """INSERT the given job rows; execute it with `session.execute()` like any statement.
+
+    Every row is due at `run_at` if given, else `delay_seconds` after its insert if given, else
+    at the database's now.
+    """
 
     inherit_cache = True
     # Compiled as an INSERT, so the compiler asks the statement what it asks an Insert.
@@ -61,40 +68,45 @@ class InsertJobRows(Executable, ClauseElement):
     """Marks the statement for the in-process wake-up hook (it is no `Insert` construct)."""
     _traverse_internals = [  # noqa: RUF012 - SQLAlchemy declares it
         ("rows", InternalTraversal.dp_clauseelement),
+        ("run_at", InternalTraversal.dp_clauseelement),
         ("delay", InternalTraversal.dp_clauseelement),
     ]
 
-    def __init__(self, rows: list[dict[str, Any]], *, delay_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        rows: Sequence[JobRow],
+        *,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+    ) -> None:
         self.rows = bindparam("rows", _encode(rows), type_=Text())
-        self.delay: BindParameter[float] = bindparam("delay", float(delay_seconds), type_=Float())
+        self.run_at: BindParameter[datetime] = bindparam("run_at", run_at, type_=UTCDateTime())
+        self.delay: BindParameter[float] = bindparam("delay", delay_seconds, type_=Float())
+
+    def due_at(self) -> ColumnElement[datetime]:
+        """The rows' `run_at`: the given instant, else the delay after the insert, else now."""
+        # db_insert_time_plus(NULL) is NULL, so one cached statement serves all three cases.
+        return func.coalesce(self.run_at, db_insert_time_plus(self.delay), db_now())
 
 
-def _encode(rows: list[dict[str, Any]]) -> str:
-    """Encode rows for the database: uuid as hex, `run_at` as UTC text with microseconds."""
+def _encode(rows: Sequence[JobRow]) -> str:
+    """Encode rows for the database: the payload as its JSON text."""
     return json.dumps(
         [
             {
-                "id": row["id"].hex,
-                "name": row["name"],
-                "payload": row["payload"],
-                "queue": row["queue"],
-                "priority": row["priority"],
-                "context": row["context"],
-                "timeout_seconds": row["timeout_seconds"],
-                "run_at": _utc_text(row.get("run_at")),
+                "id": row.id,
+                "name": row.name,
+                "payload": row.payload,
+                "queue": row.queue,
+                "priority": row.priority,
+                "context": row.context,
+                "timeout_seconds": row.timeout_seconds,
             }
             for row in rows
         ],
         ensure_ascii=False,
         separators=(",", ":"),
     )
-
-
-def _utc_text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    # "+00:00" is what PostgreSQL needs; SQLite reads the first 26 characters only.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00:00"
 
 
 @compiles(InsertJobRows, "postgresql")
@@ -104,18 +116,19 @@ def _compile_postgresql(element: InsertJobRows, compiler: SQLCompiler, **kw: Any
         .table_valued(
             column("id", Uuid()),
             column("name", String()),
-            column("payload", JSONB()),
+            column("payload", Text()),
             column("queue", String()),
             column("priority", Integer()),
             column("context", Text()),
             column("timeout_seconds", Float()),
-            column("run_at", DateTime(timezone=True)),
         )
         # A record-returning function needs its column definitions: AS r(id UUID, ...).
         .render_derived(name="r", with_types=True)
     )
-    run_at = func.coalesce(rows.c.run_at, db_now_plus(element.delay))
-    values = select(*(rows.c[c] for c in _TARGET[:7]), literal(0), run_at)
+    columns: list[ColumnElement[Any]] = [rows.c[c] for c in _TARGET[:7]]
+    # The payload travels as JSON text inside the rows' JSON; parsed once more here.
+    columns[2] = cast(rows.c.payload, JSONB)
+    values = select(*columns, literal(0), element.due_at())
     return compiler.process(insert(Job).from_select(_TARGET, values), **kw)
 
 
@@ -126,18 +139,16 @@ def _compile_sqlite(element: InsertJobRows, compiler: SQLCompiler, **kw: Any) ->
     def field(name: str) -> Any:
         return func.json_extract(rows.c.value, f"$.{name}")
 
-    # SQLAlchemy stores SQLite times as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC: 26 characters.
-    run_at = func.coalesce(func.substr(field("run_at"), 1, 26), db_now_plus(element.delay))
     values = select(
         field("id"),
         field("name"),
-        # json() keeps the payload JSON text, whatever json_extract makes of scalars.
-        func.json(func.json_extract(rows.c.value, "$.payload")),
+        # The payload travels as JSON text; json() checks and minifies it.
+        func.json(field("payload")),
         field("queue"),
         field("priority"),
         field("context"),
         field("timeout_seconds"),
         literal(0),
-        run_at,
+        element.due_at(),
     )
     return compiler.process(insert(Job).from_select(_TARGET, values), **kw)
