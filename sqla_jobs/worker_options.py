@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Validati
 from pydantic import model_validator as _model_validator
 
 from .errors import ConfigurationError
+from .options import check_queue
 
 
 def _seconds(value: Any) -> Any:
@@ -46,10 +47,8 @@ def _queue_names(value: Any) -> Any:
 
 
 def _check_queue_names(queues: tuple[str, ...]) -> tuple[str, ...]:
-    for queue in queues:
-        if not queue or len(queue) > 255 or not queue.isprintable() or queue != queue.strip():
-            raise ValueError(f"{queue!r} is not a queue name (1-255 printable characters)")
-    return tuple(dict.fromkeys(queues))
+    # The same check as a task's `queue` option and `enqueue(queue=...)`.
+    return tuple(dict.fromkeys(check_queue(queue) for queue in queues))
 
 
 PositiveDuration = Annotated[timedelta, BeforeValidator(_seconds), AfterValidator(_positive)]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from sqla_jobs.context import JobContext
-from sqla_jobs.enqueue import to_payload
+from sqla_jobs.enqueue import encode_payload
 from sqla_jobs.errors import EnqueueError, JobFailedError, PayloadError, SqlaJobsError
 from sqla_jobs.models import Job
 from sqla_jobs.tasks import Task, is_concrete
@@ -52,9 +52,9 @@ def perform(
     if not isinstance(task, Task) or not is_concrete(task_class):
         raise EnqueueError("perform() takes an instance of a Task class that implements run()")
     options = task_class.__task_options__
-    payload = to_payload(task, max_bytes=options.max_payload_bytes)
+    payload = encode_payload(task, max_bytes=options.max_payload_bytes)
     try:
-        stored = task_class.model_validate(payload)
+        stored = task_class.model_validate_json(payload)
     except ValidationError as exc:
         raise PayloadError(
             f"{task_class.__qualname__} does not validate from its own JSON payload: {exc}"
