@@ -293,7 +293,7 @@ class Worker:
         statement = self._claims.get(limit)
         if statement is None:
             statement = self._claims[limit] = self._statements.claim_jobs(
-                worker_id=self.id, queues=self.queues, limit=limit, lock_timeout=self.lock_timeout
+                worker_id=self.id, queues=self.queues, limit=limit
             )
         async with self._autocommit.connect() as connection:
             rows = (await connection.execute(statement)).all()
