@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, literal, text
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from sqla_jobs import JobContext, Task, Worker, enqueue_many
@@ -33,6 +34,8 @@ DUE = 1_000
 LIMIT = 10
 CLAIM_INDEX = "ix_sqla_jobs_job_waiting_claim"
 NEXT_DUE_INDEX = "ix_sqla_jobs_job_deferred_run_at"
+ASYNCPG = make_url("postgresql+asyncpg://").get_dialect()()
+"""The worker's driver: statements compiled for it have $1, $2, ... placeholders."""
 MAX_BUFFERS = 400
 """Buffers a whole claim may touch (its UPDATE included). Reading the backlog's index entries
 alone would take thousands: 1 000 000 entries fill some 5 000 leaf pages."""
@@ -141,7 +144,8 @@ def explain(connection: Connection, statement: ClauseElement, *, generic: bool) 
     """
     if generic:
         # Compiled for asyncpg, as the worker runs it: $1, $2, ... placeholders.
-        compiled = statement.compile(dialect=asyncpg_dialect())
+        compiled = statement.compile(dialect=ASYNCPG)
+        assert isinstance(compiled, SQLCompiler)
         values = [
             str(
                 literal(compiled.params[name], compiled.binds[name].type).compile(
