@@ -5,7 +5,8 @@ an hour ahead, waiting in retry backoff, or spread over the queues a worker serv
 does not), then EXPLAIN (ANALYZE, BUFFERS) pins the plans: the partial index read in order, no
 sequential scan, no sort of the backlog, and a bounded number of rows and buffers touched. Both
 the plan for the statement's own values and the generic plan a prepared statement switches to
-(asyncpg prepares every statement) are checked.
+(asyncpg prepares every statement) are checked. On SQLite, EXPLAIN QUERY PLAN shows the same
+reads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from sqla_jobs import JobContext, Task, Worker, enqueue_many
 from sqla_jobs.dialects.postgresql import PostgreSQLStatements
+from sqla_jobs.dialects.sqlite import SQLiteStatements
 from tests.conftest import PostgresServer
 from tests.helpers import TestDatabase, wait_until
 
@@ -318,3 +320,31 @@ async def test_a_worker_refreshes_statistics_the_job_table_outgrew(
         sync_engine.dispose()
     assert any(n.get("Index Name") == CLAIM_INDEX for n in nodes(top)), describe(top)
     assert all(n["Node Type"] != "Sort" for n in nodes(top)), describe(top)
+
+
+@pytest.mark.parametrize("queues", [["q1"], ["q1", "q2", "q3"]], ids=["one_queue", "three_queues"])
+def test_sqlite_reads_the_same_indexes_in_order(
+    sqlite_database: TestDatabase, queues: list[str]
+) -> None:
+    statements = SQLiteStatements()
+    engine = create_engine(sqlite_database.sync_url)
+    try:
+        with engine.connect() as connection:
+
+            def plan(statement: ClauseElement) -> list[str]:
+                literal_binds = {"literal_binds": True}
+                sql = statement.compile(dialect=connection.dialect, compile_kwargs=literal_binds)
+                rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+                return [row.detail for row in rows]
+
+            claim = plan(statements.claim_jobs(worker_id="w", queues=queues, limit=LIMIT))
+            next_due = plan(statements.next_due(queues=queues))
+    finally:
+        engine.dispose()
+    reads = f"SEARCH sqla_jobs_job USING INDEX {CLAIM_INDEX} (queue=?)"
+    assert claim.count(reads) == len(queues), claim
+    # Sorted: at most the candidates of several queues' reads, never a queue's jobs.
+    assert sum("TEMP B-TREE" in line for line in claim) == (len(queues) > 1), claim
+    assert not any(line.startswith("SCAN sqla_jobs_job") for line in claim + next_due)
+    probe = f"SEARCH sqla_jobs_job USING INDEX {NEXT_DUE_INDEX} (queue=? AND run_at>?)"
+    assert next_due.count(probe) == len(queues), next_due
