@@ -97,6 +97,16 @@ SCENARIOS: dict[str, tuple[list[str], str]] = {
 }
 
 
+HIGHER_PRIORITY_FUTURE = INSERT_JOBS.format(
+    queue="'default'",
+    priority=f"CASE WHEN {BACKLOG_ROW} THEN 9 ELSE 0 END",
+    error_count="0",
+    last_error_message="NULL",
+    last_failed_at="NULL",
+    run_at=f"CASE WHEN {BACKLOG_ROW} THEN now() + interval '1 hour' ELSE now() END",
+)
+
+
 class Scenario:
     """A database loaded with one scenario's jobs, and the queues its worker serves."""
 
@@ -271,6 +281,37 @@ def test_a_workers_jobs_are_found_without_reading_the_waiting_ones(
     jobs = [n for n in nodes(top) if n.get("Relation Name") == "sqla_jobs_job"]
     assert all(n["Node Type"] != "Seq Scan" for n in jobs), plan
     assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] <= 20, plan
+
+
+def test_future_jobs_of_a_higher_priority_are_passed_over_on_the_index_alone(
+    pg_database: TestDatabase,
+) -> None:
+    """The one case where the claim walks entries: they sit before the due jobs in the index."""
+    engine = create_engine(pg_database.sync_url)
+    try:
+        with engine.begin() as connection:
+            # 100 000 jobs of priority 9 an hour ahead, 1 000 of priority 0 due.
+            connection.execute(text(HIGHER_PRIORITY_FUTURE), {"backlog": 100_000, "due": DUE})
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE sqla_jobs_job"))
+        with engine.connect() as connection:
+            index_pages = connection.scalar(
+                text("SELECT pg_relation_size(:index) / current_setting('block_size')::int"),
+                {"index": CLAIM_INDEX},
+            )
+            claim = PostgreSQLStatements().claim_jobs(
+                worker_id="w", queues=["default"], limit=LIMIT
+            )
+            top = explain(connection, claim, generic=False)
+            connection.rollback()
+    finally:
+        engine.dispose()
+    [scan] = [n for n in nodes(top) if n.get("Index Name") == CLAIM_INDEX]
+    plan = describe(top)
+    assert scan["Actual Rows"] == LIMIT, plan
+    # Rejected by the index condition on run_at, never fetched and filtered out.
+    assert scan.get("Rows Removed by Filter", 0) == 0, plan
+    assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] <= index_pages + LIMIT, plan
 
 
 class Backlog(Task, name="tests.claim_plan.backlog", queue="backlog"):

@@ -94,7 +94,12 @@ def best_claimable(queues: Sequence[str], limit: int) -> list[Select[uuid.UUID, 
 def claim_candidates(
     per_queue: Sequence[Select[uuid.UUID, int, datetime]], limit: int
 ) -> Select[uuid.UUID]:
-    """Select the ids of the best `limit` among the per-queue selects' rows, best first."""
+    """Select the ids of the best `limit` among the per-queue selects' rows, best first.
+
+    The sort it needs is of those rows only: at most `limit` per queue.
+    """
+    # Each arm as a subquery: a LIMITed (and, on PostgreSQL, locking) select cannot stand as a
+    # term of UNION ALL itself.
     arms = [select(*arm.subquery().c) for arm in per_queue]
     candidates = union_all(*arms).subquery("candidates")
     return (
