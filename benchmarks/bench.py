@@ -1,11 +1,13 @@
 """Measure sqla_jobs against a raw asyncpg baseline on the same PostgreSQL, in the same run.
 
     python benchmarks/bench.py            # defaults; a few minutes
-    python benchmarks/bench.py --quick    # small sizes, a smoke check (< 60 s)
+    python benchmarks/bench.py --quick    # small sizes, a smoke check (< 90 s)
+    python benchmarks/bench.py --peers none   # without PgQueuer and procrastinate
 
 Creates a scratch database ``sqla_jobs_bench_<hex>`` next to ``$SQLA_JOBS_DATABASE_URL`` (an
-admin URL: its user creates and drops databases), migrates it, runs the scenarios and drops it.
-See benchmarks/README.md for what each line means.
+admin URL: its user creates and drops databases), migrates it, runs the scenarios and drops it;
+each peer gets a fresh database of its own the same way (peers.py). See benchmarks/README.md
+for what each line means.
 """
 
 from __future__ import annotations
@@ -20,30 +22,44 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import sqlalchemy
+from sqlalchemy import Insert, Integer, Interval, String, func, insert, literal, select, text
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))  # bench_tasks, also when run from elsewhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_tasks, also run from elsewhere
 
-import bench_tasks  # noqa: E402
-from bench_tasks import NoOp, Stamp  # noqa: E402
+import bench_tasks
+import peers
+from bench_models import BenchBase, BenchOrder, BenchRow, bench_row
+from bench_tasks import NoOp, Stamp
+from harness import (
+    BENCH_DIR,
+    child_environment,
+    fresh_database,
+    libpq_dsn,
+    line_count,
+    paced,
+    percentile,
+    start_process,
+    timed,
+    wait_for,
+)
 
-from sqla_jobs import Worker, enqueue  # noqa: E402
-from sqla_jobs.engine import create_engine  # noqa: E402
-from sqla_jobs.enqueue import enqueue_many  # noqa: E402
-from sqla_jobs.models import Job  # noqa: E402
-from sqla_jobs.urls import display_url, to_async_url, to_sync_url  # noqa: E402
+from sqla_jobs import Worker, enqueue
+from sqla_jobs.engine import create_engine
+from sqla_jobs.enqueue import enqueue_many
+from sqla_jobs.models import Job
+from sqla_jobs.urls import display_url, to_async_url, to_sync_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RAW_CONNECTIONS = 4
@@ -78,7 +94,9 @@ class Sizes:
     drain: int
     concurrencies: tuple[int, ...]
     latency_jobs: int
+    rss_backlog: int
     backlog: int
+    """Jobs not due beside the due ones of scenario 6 (b) and (c)."""
 
 
 DEFAULT_SIZES = Sizes(
@@ -87,16 +105,26 @@ DEFAULT_SIZES = Sizes(
     drain=10_000,
     concurrencies=(1, 16, 100),
     latency_jobs=200,
-    backlog=100_000,
+    rss_backlog=1_000_000,
+    backlog=1_000_000,
 )
 QUICK_SIZES = Sizes(
-    enqueue=200, bulk=1_000, drain=500, concurrencies=(1, 16, 100), latency_jobs=20, backlog=2_000
+    enqueue=200,
+    bulk=1_000,
+    drain=500,
+    concurrencies=(1, 16, 100),
+    latency_jobs=20,
+    rss_backlog=2_000,
+    backlog=20_000,
 )
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the result table: a sqla_jobs figure beside its raw asyncpg baseline."""
+    """One line of the result table: a sqla_jobs figure beside its baseline (mostly raw asyncpg).
+
+    `key` marks the rows the comparison with the peers and the targets read (`figures_from`).
+    """
 
     scenario: str
     unit: str
@@ -104,10 +132,11 @@ class Row:
     baseline: str
     raw: float
     higher_is_better: bool
+    key: str = ""
 
     @property
     def ratio(self) -> float:
-        """sqla_jobs / raw: the issue's targets (">= 0.25x raw") read off this directly."""
+        """sqla_jobs / baseline: the issue's targets (">= 0.3x raw") read off this directly."""
         return self.sqla_jobs / self.raw if self.raw else float("inf")
 
 
@@ -125,24 +154,16 @@ class ScratchDatabase:
 @contextmanager
 def scratch_database(admin_url: URL) -> Iterator[ScratchDatabase]:
     """Create, migrate and finally drop a database of this run's own."""
-    name = f"sqla_jobs_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_sync_engine(to_sync_url(admin_url), isolation_level="AUTOCOMMIT")
-    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
-    url = admin_url.set(database=name)
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {quoted}"))  # a name generated above
-    try:
+    with fresh_database(admin_url, "sqla_jobs_bench") as url:
         _migrate(url)
         db = ScratchDatabase(
-            url=to_async_url(url).render_as_string(hide_password=False),
-            dsn=url.set(drivername="postgresql").render_as_string(hide_password=False),
+            url=to_async_url(url).render_as_string(hide_password=False), dsn=libpq_dsn(url)
         )
         asyncio.run(_create_raw_table(db))
+        engine = create_sync_engine(to_sync_url(url))
+        BenchBase.metadata.create_all(engine)  # scenario 7's plain tables
+        engine.dispose()
         yield db
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _migrate(url: URL) -> None:
@@ -168,12 +189,13 @@ async def _create_raw_table(db: ScratchDatabase) -> None:
 
 
 async def reset(db: ScratchDatabase) -> None:
-    """Empty both job tables and refresh planner statistics, so scenarios do not leak."""
+    """Empty the benchmark's tables and refresh planner statistics, so scenarios do not leak."""
     connection = await asyncpg.connect(db.dsn)
     try:
-        await connection.execute(f"TRUNCATE {Job.__tablename__}, bench_raw")
-        await connection.execute(f"VACUUM ANALYZE {Job.__tablename__}")
-        await connection.execute("VACUUM ANALYZE bench_raw")
+        tables = (Job.__tablename__, "bench_raw", BenchRow.__tablename__, BenchOrder.__tablename__)
+        await connection.execute(f"TRUNCATE {', '.join(tables)}")
+        for table in tables:
+            await connection.execute(f"VACUUM ANALYZE {table}")
     finally:
         await connection.close()
 
@@ -189,13 +211,6 @@ async def raw_count(db: ScratchDatabase) -> int:
         return int(await connection.fetchval("SELECT count(*) FROM bench_raw"))
     finally:
         await connection.close()
-
-
-async def timed(action: Callable[[], Awaitable[Any]]) -> float:
-    """Run `action` and return the seconds it took."""
-    started = time.perf_counter()
-    await action()
-    return time.perf_counter() - started
 
 
 # --- 1. enqueue, one commit per job -----------------------------------------------------------
@@ -305,6 +320,7 @@ async def bench_enqueue_many(db: ScratchDatabase, n: int) -> list[Row]:
             "raw INSERT ... SELECT unnest($1)",
             n / raw_seconds,
             higher_is_better=True,
+            key="bulk",
         )
     ]
 
@@ -312,13 +328,13 @@ async def bench_enqueue_many(db: ScratchDatabase, n: int) -> list[Row]:
 # --- 3. drain -------------------------------------------------------------------------------
 
 
-async def fill_jobs(db: ScratchDatabase, n: int) -> None:
+async def fill_jobs(db: ScratchDatabase, n: int, queue: str | None = None) -> None:
     """Insert `n` NoOp jobs with `enqueue_many`, committed."""
     engine = create_engine(db.url)
     try:
         sessionmaker = async_sessionmaker(engine)
         async with sessionmaker() as session:
-            for statement in enqueue_many(NoOp(n=i) for i in range(n)):
+            for statement in enqueue_many((NoOp(n=i) for i in range(n)), queue=queue):
                 await session.execute(statement)
             await session.commit()
     finally:
@@ -390,6 +406,7 @@ async def bench_drain(db: ScratchDatabase, n: int, concurrencies: Sequence[int])
                 f"raw claim+delete, {RAW_CONNECTIONS} conns, batch {batch}",
                 raw[batch],
                 higher_is_better=True,
+                key="drain",
             )
         )
     return rows
@@ -429,18 +446,19 @@ def bench_drain_processes(db: ScratchDatabase, n: int, processes: int) -> list[R
     raw_seconds = asyncio.run(raw())
     return [
         Row(
-            f"3. drain {n} no-ops, --processes {processes} x concurrency 100",
+            f"3. scale-out: drain {n}, --processes {processes} x concurrency 100",
             "jobs/s",
             n / seconds,
             f"raw claim+delete, {processes * RAW_CONNECTIONS} conns, batch 100",
             n / raw_seconds,
             higher_is_better=True,
+            key=f"processes={processes}",
         )
     ]
 
 
 async def _wait_for_async(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    await _wait_for(predicate, timeout)
+    await wait_for(predicate, timeout)
 
 
 async def _fill_and_time_drain(db: ScratchDatabase, n: int) -> float:
@@ -459,30 +477,6 @@ async def _fill_and_time_drain(db: ScratchDatabase, n: int) -> float:
 
 
 # --- 4. enqueue-to-start latency ----------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile `q` (0-100) of `values`."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats
-    return ordered[int(rank) - 1]
-
-
-async def _paced(n: int, interval: float, action: Callable[[int], Awaitable[None]]) -> None:
-    """Call `action(i)` for i in range(n), starting one every `interval` seconds."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for i in range(n):
-        await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
-        await action(i)
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the benchmark waited too long for its condition")
-        await asyncio.sleep(0.01)
 
 
 async def bench_latency(
@@ -516,11 +510,11 @@ async def bench_latency(
     )
     try:
         await _warm_up_sqla(sessionmaker)
-        await _wait_for(lambda: "worker started" in log.read_text(), 30)
+        await wait_for(lambda: "worker started" in log.read_text(), 30)
         # Started: its listener connects within milliseconds; no per-job DEBUG lines needed.
         await asyncio.sleep(0.5)
-        await _paced(n, interval, enqueue_stamp)
-        await _wait_for(lambda: _lines(stamps) >= n, timeout)
+        await paced(n, interval, enqueue_stamp)
+        await wait_for(lambda: line_count(stamps) >= n, timeout)
         started = dict(map(int, line.split()) for line in stamps.read_text().splitlines())
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -541,6 +535,7 @@ async def bench_latency(
             baseline,
             percentile(raw, q),
             higher_is_better=False,
+            key=f"p{q}" if clock == "enqueue-to-start" else "",
         )
         for clock, ours, raw, baseline in (
             ("commit-to-start", from_commit, raw_from_commit, "raw LISTEN/NOTIFY + claim"),
@@ -550,27 +545,15 @@ async def bench_latency(
     ]
 
 
-def _lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
 def _start_worker_process(
     db: ScratchDatabase, arguments: Sequence[str], **env: str
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """Start ``python -m sqla_jobs.worker`` on `db`; its log goes to a file (pipes can fill up)."""
-    log = BENCH_DIR / f".worker-{uuid.uuid4().hex[:8]}.log"
-    environment = dict(os.environ) | env | {"SQLA_JOBS_DATABASE_URL": db.url}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(BENCH_DIR), str(BENCH_DIR.parent), environment.get("PYTHONPATH", "")]
+    return start_process(
+        ["-m", "sqla_jobs.worker", "--import", "bench_tasks", *arguments],
+        **env,
+        SQLA_JOBS_DATABASE_URL=db.url,
     )
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sqla_jobs.worker", "--import", "bench_tasks", *arguments],
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    return process, log
 
 
 async def _raw_latency(
@@ -610,8 +593,8 @@ async def _raw_latency(
     consuming = asyncio.create_task(consume())
     try:
         await asyncio.sleep(0.5)
-        await _paced(n, interval, produce)
-        await _wait_for(lambda: len(started_ns) >= n, timeout)
+        await paced(n, interval, produce)
+        await wait_for(lambda: len(started_ns) >= n, timeout)
     finally:
         stopping.set()
         wakeup.set()
@@ -630,7 +613,7 @@ async def _raw_latency(
 def bench_rss(db: ScratchDatabase, backlog: int, concurrency: int) -> list[Row]:
     """Drain a backlog in a child process each, and read the child's peak RSS (VmHWM)."""
     asyncio.run(reset(db))
-    asyncio.run(fill_jobs(db, backlog))
+    asyncio.run(insert_backlog(db, backlog, run_in=timedelta(0)))
     sqla = _run_child(["drain", db.url, str(concurrency)])
     assert sqla["jobs"] == backlog, sqla
     asyncio.run(fill_raw(db, backlog))
@@ -645,6 +628,7 @@ def bench_rss(db: ScratchDatabase, backlog: int, concurrency: int) -> list[Row]:
             baseline,
             raw["vmhwm_kib"] / 1024,
             higher_is_better=False,
+            key="rss",
         ),
         Row(
             "5. (same run) RSS growth over the idle child at start",
@@ -666,13 +650,9 @@ def bench_rss(db: ScratchDatabase, backlog: int, concurrency: int) -> list[Row]:
 
 
 def _run_child(arguments: list[str]) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(BENCH_DIR), str(BENCH_DIR.parent), env.get("PYTHONPATH", "")]
-    )
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", *arguments],
-        env=env,
+        env=child_environment(),
         capture_output=True,
         text=True,
         check=False,
@@ -715,11 +695,169 @@ def child_main(kind: str, target: str, amount: str) -> int:
     return 0
 
 
+# --- 6. drain beside a backlog that is not due ------------------------------------------------
+
+BACKLOG_QUEUES = (bench_tasks.BENCH_QUEUE, "bench_b", "bench_c")
+
+
+def backlog_insert(n: int, *, run_in: timedelta, retrying: bool = False) -> Insert:
+    """One INSERT ... SELECT over generate_series: `n` NoOp jobs due `run_in` from now.
+
+    With `retrying`, they look like jobs in retry backoff (one failed attempt behind them).
+    """
+    i = func.generate_series(1, n).column_valued("i")
+    values: dict[str, Any] = {
+        "id": func.gen_random_uuid(),
+        "name": literal(NoOp.__task_options__.name, String),
+        "payload": func.jsonb_build_object("n", i),
+        "queue": literal(bench_tasks.BENCH_QUEUE, String),
+        "run_at": func.now() + literal(run_in, Interval),
+    }
+    if retrying:
+        values |= {
+            "error_count": literal(1, Integer),
+            "last_error_message": literal("bench: failed once", String),
+            "last_failed_at": func.now(),
+        }
+    return insert(Job).from_select(list(values), select(*values.values()))
+
+
+async def insert_backlog(
+    db: ScratchDatabase, n: int, *, run_in: timedelta, retrying: bool = False
+) -> None:
+    """Insert `n` jobs in one statement, then ANALYZE, as after any bulk load."""
+    engine = create_engine(db.url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(backlog_insert(n, run_in=run_in, retrying=retrying))
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(f"ANALYZE {Job.__tablename__}"))
+    finally:
+        await engine.dispose()
+
+
+async def bench_backlog(db: ScratchDatabase, due: int, backlog: int) -> list[Row]:
+    """Drain `due` jobs at concurrency 100: alone, beside `backlog` future or retrying jobs,
+    and spread over three queues. Each line's baseline is (a), the drain alone."""
+    cases = (
+        ("a", "empty table otherwise", None, False),
+        ("b", f"+ {backlog:,} scheduled 1 h ahead", timedelta(hours=1), False),
+        ("c", f"+ {backlog:,} in retry backoff", timedelta(hours=1), True),
+        ("d", f"spread over {len(BACKLOG_QUEUES)} queues, one worker", None, False),
+    )
+    rates: dict[str, float] = {}
+    await fill_jobs(db, 100)  # warm up: the first drain of a process pays for compiling
+    await Worker(db.url, tasks=[NoOp], concurrency=100, handle_signals=False).run_until_idle()
+    for case, _, run_in, retrying in cases:
+        await reset(db)
+        if run_in is not None:
+            await insert_backlog(db, backlog, run_in=run_in, retrying=retrying)
+        queues = BACKLOG_QUEUES if case == "d" else BACKLOG_QUEUES[:1]
+        for index, queue in enumerate(queues):
+            await fill_jobs(db, len(range(index, due, len(queues))), queue=queue)
+        worker = Worker(db.url, tasks=[NoOp], queues=queues, concurrency=100, handle_signals=False)
+        processed = 0
+
+        async def run(worker: Worker = worker) -> None:
+            nonlocal processed
+            processed = await worker.run_until_idle()
+
+        rates[case] = due / await timed(run)
+        assert processed == due, (case, processed, due)
+    return [
+        Row(
+            f"6{case}. drain {due} due, concurrency 100, {label}",
+            "jobs/s",
+            rates[case],
+            "(a): the same drain, nothing else in the table",
+            rates["a"],
+            higher_is_better=True,
+            key=f"backlog-{case}",
+        )
+        for case, label, _, _ in cases
+    ]
+
+
+# --- 7. one-commit enqueue vs a plain ORM insert ----------------------------------------------
+
+
+async def bench_orm_insert(db: ScratchDatabase, n: int, rounds: int = 4) -> list[Row]:
+    """`enqueue` + commit vs a same-shaped plain row + commit, on one AsyncSession; and the
+    marginal cost of one enqueue inside a business transaction.
+
+    The variants alternate in `rounds` blocks, so a noisy neighbour hurts them alike.
+    """
+    await reset(db)
+    engine = create_engine(db.url)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    block = max(1, n // rounds)
+    seconds = dict.fromkeys(
+        ("enqueue", "plain", "business", "business+enqueue", "business+row"), 0.0
+    )
+
+    async def commit_each(variant: str, session: AsyncSession) -> None:
+        for i in range(block):
+            if variant == "enqueue":
+                session.add(enqueue(NoOp(n=i)))
+            elif variant == "plain":
+                session.add(bench_row(i))
+            else:  # a business transaction: an order, maybe with a job or a plain row beside it
+                session.add(BenchOrder(customer="bench", amount_cents=i))
+                if variant == "business+enqueue":
+                    session.add(enqueue(NoOp(n=i)))
+                elif variant == "business+row":
+                    session.add(bench_row(i))
+            await session.commit()
+
+    try:
+        async with sessionmaker() as session:
+            for variant in seconds:  # warm up: compile each statement, open the connection
+                await commit_each(variant, session)
+            for _ in range(rounds):
+                for variant in seconds:
+                    seconds[variant] += await timed(
+                        lambda variant=variant: commit_each(variant, session)
+                    )
+    finally:
+        await engine.dispose()
+    done = block * rounds
+    per_txn_us = {variant: s / done * 1e6 for variant, s in seconds.items()}
+    name = f"7. {done} commits on one AsyncSession"
+    return [
+        Row(
+            f"{name}: session.add(enqueue(...)); commit",
+            "jobs/s",
+            done / seconds["enqueue"],
+            "the same with a plain same-shaped ORM row",
+            done / seconds["plain"],
+            higher_is_better=True,
+            key="orm",
+        ),
+        Row(
+            f"{name}: an order + one enqueue, per transaction",
+            "us",
+            per_txn_us["business+enqueue"],
+            "the order alone",
+            per_txn_us["business"],
+            higher_is_better=False,
+        ),
+        Row(
+            "7. (same run) marginal cost of one enqueue in a business transaction",
+            "us",
+            per_txn_us["business+enqueue"] - per_txn_us["business"],
+            "marginal cost of a plain job-shaped ORM row there",
+            per_txn_us["business+row"] - per_txn_us["business"],
+            higher_is_better=False,
+        ),
+    ]
+
+
 # --- the table and the command line -----------------------------------------------------------
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    headers = ("scenario", "sqla_jobs", "raw asyncpg", "sqla/raw", "unit", "baseline")
+    headers = ("scenario", "sqla_jobs", "baseline", "ratio", "unit", "baseline is")
     cells = [
         (
             row.scenario,
@@ -750,7 +888,7 @@ def _number(value: float) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/bench.py",
-        description="Benchmark sqla_jobs against raw asyncpg on a scratch PostgreSQL database.",
+        description="Benchmark sqla_jobs against raw asyncpg and its peers on scratch databases.",
     )
     parser.add_argument(
         "--database-url",
@@ -759,11 +897,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke check")
     parser.add_argument(
-        "--only", default="1,2,3,4,5", help="comma-separated scenarios to run (default: all)"
+        "--only", default="1,2,3,4,5,6,7", help="comma-separated scenarios to run (default: all)"
     )
-    parser.add_argument("--enqueue", type=int, help="jobs of scenario 1 (default 2000)")
+    parser.add_argument(
+        "--peers",
+        default="pgqueuer,procrastinate",
+        help="peers run through scenarios 2-4, comma-separated, or none (default: %(default)s)",
+    )
+    parser.add_argument("--enqueue", type=int, help="jobs of scenarios 1 and 7 (default 2000)")
     parser.add_argument("--bulk", type=int, help="jobs of scenario 2 (default 10000)")
-    parser.add_argument("--drain", type=int, help="jobs of scenario 3 (default 10000)")
+    parser.add_argument("--drain", type=int, help="jobs of scenarios 3 and 6 (default 10000)")
     parser.add_argument(
         "--concurrency",
         help="comma-separated Worker concurrencies of scenario 3 (default 1,16,100)",
@@ -775,15 +918,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-interval", type=float, default=1.0, help="the worker's poll interval, scenario 4"
     )
-    parser.add_argument("--backlog", type=int, help="jobs of scenario 5 (default 100000)")
+    parser.add_argument("--rss-backlog", type=int, help="jobs of scenario 5 (default 1000000)")
     parser.add_argument(
         "--rss-concurrency", type=int, default=100, help="Worker concurrency of scenario 5"
     )
     parser.add_argument(
+        "--backlog", type=int, help="jobs not due in scenario 6 (b) and (c) (default 1000000)"
+    )
+    parser.add_argument(
         "--processes",
-        type=int,
-        default=2,
-        help="also drain with `python -m sqla_jobs.worker --processes N` (default 2; 1: skip)",
+        default="1,2",
+        help="scale-out: drain with `python -m sqla_jobs.worker --processes N` for each N "
+        "(comma-separated, default %(default)s; 0: skip)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -802,8 +948,24 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
             else base.concurrencies
         ),
         latency_jobs=args.latency_jobs or base.latency_jobs,
+        rss_backlog=args.rss_backlog or base.rss_backlog,
         backlog=args.backlog or base.backlog,
     )
+
+
+def figures_from(rows: Sequence[Row]) -> dict[str, float]:
+    """The keyed rows' figures (``<key>`` and ``raw <key>``); ``drain`` is the best of them."""
+    figures: dict[str, float] = {}
+    for row in rows:
+        if not row.key:
+            continue
+        if row.key == "drain":
+            figures["drain"] = max(figures.get("drain", 0.0), row.sqla_jobs)
+            figures["raw drain"] = max(figures.get("raw drain", 0.0), row.raw)
+        else:
+            figures[row.key] = row.sqla_jobs
+            figures[f"raw {row.key}"] = row.raw
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -812,12 +974,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(*args.child)
     sizes = sizes_from(args)
     selected = {s.strip() for s in args.only.split(",")}
+    # The peers share scenarios 2-4 only: `--only 6` alone runs no peer.
+    peer_names = peers.parse_peers(args.peers) if selected & {"2", "3", "4"} else []
+    process_counts = [int(p) for p in args.processes.split(",") if int(p) > 0]
     admin_url = make_url(args.database_url)
     rows: list[Row] = []
-    notes: list[str] = []
     started = time.perf_counter()
     print(f"scratch database next to {display_url(admin_url)}; sizes: {sizes}", file=sys.stderr)
     with scratch_database(admin_url) as db:
+        server_version = asyncio.run(_server_version(db))
 
         def run(number: str, scenario: Callable[[], list[Row]]) -> None:
             if number not in selected:
@@ -831,40 +996,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         run("1", lambda: asyncio.run(bench_enqueue_per_commit(db, sizes.enqueue)))
         run("2", lambda: asyncio.run(bench_enqueue_many(db, sizes.bulk)))
         run("3", lambda: asyncio.run(bench_drain(db, sizes.drain, sizes.concurrencies)))
-        if args.processes > 1 and "3" in selected:
-            rows.extend(bench_drain_processes(db, sizes.drain, args.processes))
+        for processes in process_counts:
+            run("3", lambda p=processes: bench_drain_processes(db, sizes.drain, p))
         run(
             "4",
             lambda: asyncio.run(
                 bench_latency(db, sizes.latency_jobs, args.latency_interval, args.poll_interval)
             ),
         )
-        run("5", lambda: bench_rss(db, sizes.backlog, args.rss_concurrency))
+        run("5", lambda: bench_rss(db, sizes.rss_backlog, args.rss_concurrency))
+        run("6", lambda: asyncio.run(bench_backlog(db, sizes.drain, sizes.backlog)))
+        run("7", lambda: asyncio.run(bench_orm_insert(db, sizes.enqueue)))
+    peer_results = peers.run_peers(
+        peer_names,
+        admin_url,
+        bulk=sizes.bulk,
+        drain=sizes.drain,
+        latency_jobs=sizes.latency_jobs,
+        latency_interval=args.latency_interval,
+        quick=args.quick,
+    )
     total = time.perf_counter() - started
 
+    figures = figures_from(rows)
     print(format_table(rows))
     print(
-        f"\nsqla/raw = the sqla_jobs figure over the raw one (for jobs/s higher is better, for "
-        f"ms and MiB lower). "
-        f"Total {total:.0f} s; Python {platform.python_version()}, SQLAlchemy "
-        f"{sqlalchemy.__version__}, asyncpg {asyncpg.__version__}, {os.cpu_count()} CPUs."
+        "\nratio = the sqla_jobs figure over the baseline (for jobs/s higher is better, for "
+        "ms, us and MiB lower)."
     )
-    for note in notes:
-        print(note)
+    if peer_results:
+        print(f"\n{peers.format_comparison(figures, peer_results)}")
+    print(f"\n{peers.format_targets(figures, peer_results)}")
+    machine = (
+        f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, asyncpg "
+        f"{asyncpg.__version__}, {os.cpu_count()} CPUs, {_memory_gib():.0f} GiB; {server_version}"
+    )
+    print(f"\nTotal {total:.0f} s; {machine}")
     if args.json:
         document = {
             "sizes": asdict(sizes),
             "poll_interval": args.poll_interval,
             "seconds": total,
-            "python": platform.python_version(),
-            "sqlalchemy": sqlalchemy.__version__,
-            "asyncpg": asyncpg.__version__,
-            "cpus": os.cpu_count(),
-            "notes": notes,
+            "machine": machine,
             "rows": [asdict(row) | {"ratio": row.ratio} for row in rows],
+            "peers": [asdict(result) for result in peer_results],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
+
+
+async def _server_version(db: ScratchDatabase) -> str:
+    connection = await asyncpg.connect(db.dsn)
+    try:
+        return str(await connection.fetchval("SELECT version()"))
+    finally:
+        await connection.close()
+
+
+def _memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 if __name__ == "__main__":

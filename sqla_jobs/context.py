@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import TransactionUsageError
-from .transaction import JobCompletion, JobTransaction
+from .transaction import JobTransaction, TransactionBinding
+
+UNREADABLE_TIME = datetime.min.replace(tzinfo=UTC)
+"""Stands for a stored time the worker could not read (the row's `problem` says which)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
-    """A job row as a worker claimed it: read once, never written back through this object."""
+    """A job row as a worker claimed it: read once, never written back through this object.
+
+    The payload stays JSON text until the job runs: a row whose payload or times cannot be
+    decoded is a failed attempt of that row (`problem`), never an error of the whole claim.
+    """
 
     id: uuid.UUID
     name: str
-    payload: dict[str, Any]
+    payload_json: str
     queue: str
     priority: int
     run_at: datetime
@@ -26,6 +34,50 @@ class ClaimedJob:
     error_count: int
     timeout_seconds: float | None = None
     """The time limit enqueue() set for this job; None: its task's `timeout` option."""
+    problem: str | None = None
+    """Why this row cannot be run as stored (a column the worker could not decode), if so."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
+        """Build a claimed job from a claim's result row, by column name."""
+        problems: list[str] = []
+
+        def time_of(column: str) -> datetime:
+            value = row[column]
+            try:
+                parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                problems.append(f"{column} is not a time: {str(value)[:100]!r}")
+                return UNREADABLE_TIME
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+        def number_of(column: str, kind: type[int] | type[float]) -> Any:
+            value = row[column]
+            try:
+                return None if value is None else kind(value)
+            except (TypeError, ValueError, OverflowError):
+                problems.append(f"{column} is not a number: {str(value)[:100]!r}")
+                return 0
+
+        job = cls(
+            id=row["id"],
+            name=str(row["name"]),
+            payload_json=str(row["payload"]),
+            queue=str(row["queue"]),
+            priority=number_of("priority", int),
+            run_at=time_of("run_at"),
+            created_at=time_of("created_at"),
+            context=str(row["context"] or ""),
+            error_count=number_of("error_count", int) or 0,
+            timeout_seconds=number_of("timeout_seconds", float),
+        )
+        if problems:
+            return cls(**{**_fields(job), "problem": "; ".join(problems)})
+        return job
+
+
+def _fields(job: ClaimedJob) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in ClaimedJob.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +97,9 @@ class JobContext:
     worker_id: str
     state: Any
     """Whatever the application gave the worker as `state` (its engine, its clients, …)."""
-    _completion: JobCompletion | None = field(default=None, kw_only=True, repr=False, compare=False)
+    _transactions: TransactionBinding | None = field(
+        default=None, kw_only=True, repr=False, compare=False
+    )
     """Set by the worker: what `transaction()` needs, and whether it has completed the job."""
 
     @property
@@ -56,7 +110,7 @@ class JobContext:
     @property
     def is_completed(self) -> bool:
         """Tell whether `transaction()` has committed, deleting the job's row with its writes."""
-        return self._completion is not None and self._completion.is_committed
+        return self._transactions is not None and self._transactions.is_committed
 
     def transaction(self) -> JobTransaction:
         """Return a transaction whose commit also completes (deletes) this job, exactly once.
@@ -70,11 +124,11 @@ class JobContext:
         ...     async with ctx.transaction() as session:  # `with` in a plain `def run`
         ...         session.add(Invoice(order_id=self.order_id))
         """
-        if self._completion is None:
+        if self._transactions is None:
             raise TransactionUsageError(
                 "ctx.transaction() needs a job run by a Worker; this context has no worker"
             )
-        return JobTransaction(self._completion)
+        return JobTransaction(self._transactions)
 
     @classmethod
     def for_job(
@@ -83,9 +137,9 @@ class JobContext:
         *,
         worker_id: str,
         state: Any,
-        completion: JobCompletion | None = None,
+        transactions: TransactionBinding | None = None,
     ) -> JobContext:
-        """Build the context of `job` as run by `worker_id`; `completion` enables transaction()."""
+        """Build the context of `job` run by `worker_id`; `transactions` enables transaction()."""
         return cls(
             job_id=job.id,
             name=job.name,
@@ -97,5 +151,5 @@ class JobContext:
             run_at=job.run_at,
             worker_id=worker_id,
             state=state,
-            _completion=completion,
+            _transactions=transactions,
         )

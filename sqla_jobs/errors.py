@@ -9,11 +9,15 @@ The hierarchy::
     ├── JobTimeoutError
     ├── LockLostError
     ├── TransactionUsageError
+    ├── JobFailedError
     └── EnqueueError
         └── PayloadError
 """
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
 
 
 class SqlaJobsError(Exception):
@@ -45,6 +49,23 @@ class LockLostError(SqlaJobsError):
 
 class TransactionUsageError(SqlaJobsError):
     """`ctx.transaction()` cannot be used this way."""
+
+
+class JobFailedError(SqlaJobsError):
+    """Jobs failed while `sqla_jobs.testing.drain(..., raise_failures=True)` ran them.
+
+    `failures` holds (job id, task name, error text with traceback) of each failed attempt.
+    """
+
+    def __init__(self, failures: Sequence[tuple[uuid.UUID, str, str]], *, count: int) -> None:
+        self.failures = tuple(failures)
+        lines = [f"{count} job{'' if count == 1 else 's'} failed:"]
+        for job_id, name, error in self.failures:
+            lines.append(f"- job {job_id} ({name}):")
+            lines.extend(f"    {line}" for line in error.rstrip().splitlines())
+        if count > len(self.failures):
+            lines.append(f"(and {count - len(self.failures)} more, whose errors were not kept)")
+        super().__init__("\n".join(lines))
 
 
 class EnqueueError(SqlaJobsError):

@@ -1,26 +1,33 @@
-"""Run one claimed job and decide its `Outcome`; no SQL here (the worker writes it back)."""
+"""Run one claimed job and decide its `Outcome`; every outcome is decided here, none written.
+
+`execute` runs a job and decides what becomes of it; `cancelled_outcome` and `lost_outcome`
+decide for a job cancelled on request and for a job whose worker died. The store writes the
+outcome back; no SQL here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 import traceback
-from collections.abc import Mapping
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
+from loguru import logger
 from pydantic import ValidationError
 
 from .context import ClaimedJob, JobContext
 from .errors import JobTimeoutError, UnknownTaskError
-from .retry import exponential_backoff, is_exhausted
+from .retry import MAX_RETRY_DELAY, exponential_backoff, is_exhausted
 from .tasks import Task, is_async
 
 # Tracebacks can be huge (deep recursion); the row keeps the head and the tail.
 MAX_ERROR_CHARS = 16_384
+
+RunInThread: TypeAlias = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a plain ``def run`` in a worker thread and awaits it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
-class CompletedInTransaction:
+class DoneInTransaction:
     """The job deleted its own row in `ctx.transaction()`: nothing is left to write back.
 
     `error` is what `run` raised after that commit: logged, never retried (the job is done).
@@ -48,12 +55,12 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """The job failed its last retry: move it to the dead-letter table."""
+    """The job failed its last retry (or was cancelled): move it to the dead-letter table."""
 
     error: str
 
 
-Outcome: TypeAlias = Completed | CompletedInTransaction | Retry | DeadLetter
+Outcome: TypeAlias = Completed | DoneInTransaction | Retry | DeadLetter
 
 
 async def execute(
@@ -62,29 +69,102 @@ async def execute(
     *,
     tasks: Mapping[str, type[Task]],
     default_max_retries: int,
-    executor: Executor | None = None,
+    run_in_thread: RunInThread,
 ) -> Outcome:
     """Run `job` and return what should become of it.
 
     Anything the job raises, `BaseException`s included, is a failed attempt, unless
-    `ctx.transaction()` has already completed the job; only `asyncio.CancelledError` (the
-    worker shutting down) propagates.
+    `ctx.transaction()` has already completed the job; only `asyncio.CancelledError` (a
+    cancellation by shutdown or on request) propagates.
     """
     task_class = tasks.get(job.name)
     try:
+        if job.problem is not None:
+            raise UndecodableRowError(f"the job's row cannot be read: {job.problem}")
         if task_class is None:
             raise UnknownTaskError(
                 f"no task named {job.name!r} is served by this worker; is it imported?"
             )
-        task = _load(task_class, job.payload)
-        await _run(task, ctx, executor, _timeout(job, task_class))
+        task = _load(task_class, job.payload_json)
+        await _run(task, ctx, run_in_thread, _timeout(job, task_class))
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
         if ctx.is_completed:
-            return CompletedInTransaction(error=format_error(exc))
-        return _failed(job, exc, task_class, default_max_retries)
-    return CompletedInTransaction() if ctx.is_completed else Completed()
+            return DoneInTransaction(error=format_error(exc))
+        return failure_outcome(
+            format_error(exc),
+            error_count=job.error_count,
+            task_class=task_class,
+            default_max_retries=default_max_retries,
+        )
+    return DoneInTransaction() if ctx.is_completed else Completed()
+
+
+def cancelled_outcome(reason: str, *, is_completed: bool) -> DoneInTransaction | DeadLetter:
+    """Decide for a job cancelled on request while it ran (`is_completed`: its transaction had
+    already committed, so it is done)."""
+    error = f"cancelled: {reason}"
+    return DoneInTransaction(error=error) if is_completed else DeadLetter(error=error)
+
+
+def lost_outcome(
+    *,
+    name: str,
+    error_count: int,
+    error: str,
+    cancel_reason: str | None,
+    task_class: type[Task] | None,
+    default_max_retries: int,
+) -> Retry | DeadLetter:
+    """Decide for a job whose worker was lost while running it: a failed attempt, or, if it was
+    cancelled meanwhile, a dead letter."""
+    if cancel_reason is not None:
+        return DeadLetter(error=f"cancelled: {cancel_reason} ({error})")
+    return failure_outcome(
+        error,
+        error_count=error_count,
+        task_class=task_class,
+        default_max_retries=default_max_retries,
+    )
+
+
+def failure_outcome(
+    error: str, *, error_count: int, task_class: type[Task] | None, default_max_retries: int
+) -> Retry | DeadLetter:
+    """Decide what becomes of a job that failed with `error_count` earlier failures."""
+    options = task_class.__task_options__ if task_class else None
+    max_retries = default_max_retries
+    if options and options.max_retries is not None:
+        max_retries = options.max_retries
+    if is_exhausted(error_count, max_retries):
+        return DeadLetter(error=error)
+    return Retry(error=error, delay=retry_delay(task_class, error_count))
+
+
+def retry_delay(task_class: type[Task] | None, error_count: int) -> timedelta:
+    """Return the task's backoff for `error_count`, or the default policy's if the task's own
+    raises or returns something other than a timedelta between 0 and `MAX_RETRY_DELAY`."""
+    if task_class is None:
+        return exponential_backoff(error_count)
+    backoff = task_class.__task_options__.backoff
+    if backoff is exponential_backoff:
+        return exponential_backoff(error_count)
+    try:
+        delay = backoff(error_count)
+    except Exception as exc:
+        logger.opt(exception=exc).error(
+            "task backoff raised; using the default backoff", task=task_class.__qualname__
+        )
+        return exponential_backoff(error_count)
+    if not isinstance(delay, timedelta) or not timedelta(0) <= delay <= MAX_RETRY_DELAY:
+        logger.error(
+            "task backoff returned no timedelta between 0 and its limit; using the default backoff",
+            task=task_class.__qualname__,
+            returned=repr(delay)[:200],
+        )
+        return exponential_backoff(error_count)
+    return delay
 
 
 def _timeout(job: ClaimedJob, task_class: type[Task]) -> timedelta | None:
@@ -93,9 +173,10 @@ def _timeout(job: ClaimedJob, task_class: type[Task]) -> timedelta | None:
     return task_class.__task_options__.timeout
 
 
-def _load(task_class: type[Task], payload: dict[str, Any]) -> Task:
+def _load(task_class: type[Task], payload_json: str) -> Task:
     try:
-        return task_class.model_validate(payload)
+        # Straight from the stored JSON text: one parse, no intermediate dict.
+        return task_class.model_validate_json(payload_json)
     except ValidationError as exc:
         raise PayloadValidationError(
             f"payload does not validate as {task_class.__qualname__}: {exc}"
@@ -106,8 +187,12 @@ class PayloadValidationError(Exception):
     """The stored payload no longer matches the task's fields."""
 
 
+class UndecodableRowError(Exception):
+    """A column of the job's row holds a value the worker cannot read."""
+
+
 async def _run(
-    task: Task, ctx: JobContext, executor: Executor | None, time_limit: timedelta | None
+    task: Task, ctx: JobContext, run_in_thread: RunInThread, time_limit: timedelta | None
 ) -> None:
     limit = None if time_limit is None else time_limit.total_seconds()
     if is_async(type(task)):
@@ -124,11 +209,8 @@ async def _run(
                 raise JobTimeoutError(f"cancelled at its timeout of {limit:g} s") from None
             raise  # the job's own TimeoutError: an ordinary failure
         return
-    loop = asyncio.get_running_loop()
-    # copy_context carries loguru's contextualize() values into the thread.
-    call = contextvars.copy_context().run
     started = time.monotonic()
-    await loop.run_in_executor(executor, call, task.run, ctx)
+    await run_in_thread(lambda: task.run(ctx))
     took = time.monotonic() - started
     if limit is not None and took > limit:
         # A thread cannot be interrupted: the job ran to its end, too late to count as done.
@@ -136,31 +218,6 @@ async def _run(
             f"ran {took:.3g} s, over its timeout of {limit:g} s (a sync job cannot be "
             "interrupted, so it was recorded as failed when it returned)"
         )
-
-
-def _failed(
-    job: ClaimedJob, exc: BaseException, task_class: type[Task] | None, default_max_retries: int
-) -> Outcome:
-    return failure_outcome(
-        format_error(exc),
-        error_count=job.error_count,
-        task_class=task_class,
-        default_max_retries=default_max_retries,
-    )
-
-
-def failure_outcome(
-    error: str, *, error_count: int, task_class: type[Task] | None, default_max_retries: int
-) -> Retry | DeadLetter:
-    """Decide what becomes of a job that failed with `error_count` earlier failures."""
-    options = task_class.__task_options__ if task_class else None
-    max_retries = default_max_retries
-    if options and options.max_retries is not None:
-        max_retries = options.max_retries
-    if is_exhausted(error_count, max_retries):
-        return DeadLetter(error=error)
-    backoff = options.backoff if options else exponential_backoff
-    return Retry(error=error, delay=backoff(error_count))
 
 
 def format_error(exc: BaseException) -> str:

@@ -28,3 +28,7 @@ def is_exhausted(error_count: int, max_retries: int) -> bool:
     (``error_count == max_retries``) moves it to the dead-letter table.
     """
     return error_count >= max_retries
+
+
+MAX_RETRY_DELAY = timedelta(seconds=2**_MAX_EXPONENT)
+"""The longest delay a backoff may ask for (about 136 years: the default policy's own cap)."""

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from .errors import LockLostError, TransactionUsageError
 
 
-class JobCompletion:
+class TransactionBinding:
     """The worker's side of `ctx.transaction()` for one job, and whether it has committed.
 
     `delete` builds the guarded delete of the job's row; `sync_engine` returns the engine a
@@ -73,22 +73,22 @@ class JobTransaction:
     back and raises `LockLostError`. An exception inside the block rolls back and propagates.
     """
 
-    def __init__(self, completion: JobCompletion) -> None:
-        self._completion = completion
+    def __init__(self, binding: TransactionBinding) -> None:
+        self._binding = binding
         self._session: Session | None = None
         self._async_session: AsyncSession | None = None
 
     async def __aenter__(self) -> AsyncSession:
-        completion = self._completion
-        if _running_loop() is not completion.loop:
+        binding = self._binding
+        if _running_loop() is not binding.loop:
             raise TransactionUsageError(
                 "`async with ctx.transaction()` works only in the job's own `async def run`; "
                 "a plain `def run` uses `with ctx.transaction()`"
             )
-        completion.open()
+        binding.open()
         # Not expired at commit: the session closes with the block, and reading an expired
         # attribute afterwards would need I/O an AsyncSession cannot do implicitly.
-        self._async_session = AsyncSession(completion.engine, expire_on_commit=False)
+        self._async_session = AsyncSession(binding.engine, expire_on_commit=False)
         return self._async_session
 
     async def __aexit__(
@@ -107,14 +107,14 @@ class JobTransaction:
                 return
             await session.flush()  # the job's own errors surface before the completion
             connection = await session.connection()
-            deleted = (await connection.execute(self._completion.delete())).rowcount
+            deleted = (await connection.execute(self._binding.delete())).rowcount
             if deleted != 1:
                 await session.rollback()
                 raise LockLostError()
             await session.commit()
             committed = True
         finally:
-            self._completion.close(committed=committed)
+            self._binding.close(committed=committed)
             await session.close()
 
     def __enter__(self) -> Session:
@@ -123,12 +123,12 @@ class JobTransaction:
                 "`with ctx.transaction()` would block the event loop: in an `async def run` "
                 "use `async with ctx.transaction()`"
             )
-        completion = self._completion
-        completion.open()
+        binding = self._binding
+        binding.open()
         try:
-            engine = completion.sync_engine()
+            engine = binding.sync_engine()
         except BaseException:
-            completion.close(committed=False)
+            binding.close(committed=False)
             raise
         self._session = Session(engine, expire_on_commit=False)
         return self._session
@@ -148,14 +148,14 @@ class JobTransaction:
                 session.rollback()
                 return
             session.flush()
-            deleted = session.connection().execute(self._completion.delete()).rowcount
+            deleted = session.connection().execute(self._binding.delete()).rowcount
             if deleted != 1:
                 session.rollback()
                 raise LockLostError()
             session.commit()
             committed = True
         finally:
-            self._completion.close(committed=committed)
+            self._binding.close(committed=committed)
             session.close()
 
 

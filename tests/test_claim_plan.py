@@ -264,7 +264,7 @@ def test_the_heartbeats_search_for_cancelled_jobs_reads_only_the_cancelled(
     [
         PostgreSQLStatements().release_locks(worker_id="w"),
         PostgreSQLStatements().cancel_requests(worker_id="w"),
-        PostgreSQLStatements().lost_jobs(heartbeat_timeout=timedelta(seconds=30), limit=100),
+        PostgreSQLStatements().lost_jobs(grace=timedelta(seconds=30), limit=100),
     ],
     ids=["release_locks", "cancel_requests", "lost_jobs"],
 )

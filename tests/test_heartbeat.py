@@ -106,13 +106,13 @@ async def test_a_dead_workers_job_is_rescued_as_a_failed_attempt(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
     await add_dead_worker_holding(engine, enqueue(Quick()))
-    # The lock is fresh and the lock timeout is hours away: only the heartbeat can free it.
-    worker = make_worker(database, lock_timeout=timedelta(hours=2))
+    # The lock is fresh: only the dead worker's silence frees it.
+    worker = make_worker(database)
     task = asyncio.create_task(worker.run())
     await wait_until(lambda: _true(ran == [("quick", 1)]))
     worker.stop()
     await asyncio.wait_for(task, timeout=10)
-    assert worker.heartbeat.rescued == 1
+    assert worker.rescuer.rescued == 1
     assert [row.id for row in await worker_rows(engine)] == []
 
 
@@ -155,7 +155,7 @@ async def test_heartbeats_continue_while_a_job_blocks_the_event_loop(
         logger.remove(sink)
     [(before, after)] = ran
     assert after > before
-    assert worker.heartbeat.max_loop_lag >= timedelta(seconds=1)
+    assert worker.lease.max_loop_lag >= timedelta(seconds=1)
     assert any(r["message"].startswith("event loop blocked") for r in records)
 
 

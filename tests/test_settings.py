@@ -16,11 +16,11 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     settings = Settings()
     assert settings.database_url.get_secret_value() == "sqlite+aiosqlite:///sqla_jobs.db"
-    assert settings.queues == []
+    assert settings.queues == ()
     assert settings.concurrency == 10
     assert settings.poll_interval == timedelta(seconds=1)
     assert settings.max_retries == 20
-    assert settings.lock_timeout == timedelta(hours=2)
+    assert settings.heartbeat_timeout == timedelta(seconds=30)
     assert settings.log_level == "INFO"
     assert settings.log_json is False
 
@@ -31,15 +31,15 @@ def test_environment_variables_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SQLA_JOBS_IMPORTS", "myapp.tasks,myapp.more")
     monkeypatch.setenv("SQLA_JOBS_CONCURRENCY", "4")
     monkeypatch.setenv("SQLA_JOBS_POLL_INTERVAL", "0.25")
-    monkeypatch.setenv("SQLA_JOBS_LOCK_TIMEOUT", "60")
+    monkeypatch.setenv("SQLA_JOBS_HEARTBEAT_TIMEOUT", "PT1M")
     monkeypatch.setenv("SQLA_JOBS_LOG_LEVEL", "debug")
     monkeypatch.setenv("SQLA_JOBS_LOG_JSON", "true")
     settings = Settings()
-    assert settings.queues == ["mail", "reports"]
+    assert settings.queues == ("mail", "reports")
     assert settings.imports == ["myapp.tasks", "myapp.more"]
     assert settings.concurrency == 4
     assert settings.poll_interval == timedelta(seconds=0.25)
-    assert settings.lock_timeout == timedelta(minutes=1)
+    assert settings.heartbeat_timeout == timedelta(minutes=1)
     assert settings.log_level == "DEBUG"
     assert settings.log_json is True
 
@@ -69,7 +69,8 @@ def test_plain_postgresql_url_runs_on_asyncpg() -> None:
         ("concurrency", "0"),
         ("max_retries", "-1"),
         ("poll_interval", "0"),
-        ("lock_timeout", "-5"),
+        ("heartbeat_timeout", "-5"),
+        ("queues", " ,bad\tname"),
         ("log_level", "chatty"),
     ],
 )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.execution import MAX_ERROR_CHARS
+from sqla_jobs.models import WorkerRecord
 from tests.helpers import TestDatabase, wait_until
 
 ran: list[tuple[str, Any]] = []
@@ -334,27 +335,46 @@ async def insert_locked(
     return job.id
 
 
-async def test_a_stale_lock_is_reclaimed(database: TestDatabase, engine: AsyncEngine) -> None:
-    await insert_locked(engine, label="stale", locked_seconds_ago=120)
-    await make_worker(database, lock_timeout=timedelta(seconds=60)).run_until_idle()
-    assert ran == [("record", "stale")]
+async def test_a_lock_no_registration_explains_is_rescued_as_a_failed_attempt(
+    database: TestDatabase, engine: AsyncEngine
+) -> None:
+    job_id = await insert_locked(engine, label="orphan", locked_seconds_ago=120)
+    worker = make_worker(database, heartbeat_timeout=timedelta(seconds=60))
+    assert await worker.rescuer.rescue() == 1
+    [job] = await jobs_in_table(engine)
+    assert (job.id, job.locked_by, job.error_count) == (job_id, None, 1)
+    assert "worker lost: crashed-worker" in (job.last_error_message or "")
 
 
-async def test_a_fresh_lock_is_respected(database: TestDatabase, engine: AsyncEngine) -> None:
+async def test_a_fresh_lock_no_registration_explains_waits_for_the_grace_period(
+    database: TestDatabase, engine: AsyncEngine
+) -> None:
     await insert_locked(engine, label="fresh", locked_seconds_ago=10)
-    await make_worker(database, lock_timeout=timedelta(hours=1)).run_until_idle()
+    worker = make_worker(database, heartbeat_timeout=timedelta(seconds=60))
+    assert await worker.rescuer.rescue() == 0
+    await worker.run_until_idle()
     assert ran == []
     [job] = await jobs_in_table(engine)
     assert job.locked_by == "crashed-worker"
 
 
-async def test_unlocked_jobs_and_stale_locks_share_one_priority_order(
+async def test_a_live_workers_job_is_never_taken_however_old_its_lock(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    await insert_locked(engine, label="stale-low", locked_seconds_ago=120, priority=5)
-    await add(engine, enqueue(Record(label="unlocked-high"), priority=10))
-    await make_worker(database, concurrency=1, lock_timeout=timedelta(seconds=60)).run_until_idle()
-    assert [label for _, label in ran] == ["unlocked-high", "stale-low"]
+    # The old model let any worker claim a lock older than lock_timeout while it still ran.
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(WorkerRecord).values(
+                id="crashed-worker", hostname="h", pid=1, queues=["default"]
+            )
+        )
+    await insert_locked(engine, label="long", locked_seconds_ago=3 * 3600)
+    worker = make_worker(database, heartbeat_timeout=timedelta(seconds=60))
+    assert await worker.rescuer.rescue() == 0
+    await worker.run_until_idle()
+    assert ran == []
+    [job] = await jobs_in_table(engine)
+    assert (job.locked_by, job.error_count) == ("crashed-worker", 0)
 
 
 async def insert_raw(engine: AsyncEngine, *, name: str, payload: dict[str, Any]) -> uuid.UUID:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Delete, Executable, Insert, Select, Update
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import BindParameter
 
 from sqla_jobs.errors import ConfigurationError
@@ -28,10 +29,10 @@ class JobStatements(Protocol):
         """
         ...
 
-    def complete_jobs(
+    def delete_jobs(
         self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
     ) -> Delete:
-        """Delete the jobs `worker_id` still holds among `job_ids`."""
+        """Delete the jobs `worker_id` still holds among `job_ids` (they succeeded)."""
         ...
 
     def retry_job(
@@ -49,8 +50,20 @@ class JobStatements(Protocol):
         """
         ...
 
-    def release_locks(self, *, worker_id: str) -> Update:
-        """Unlock every job `worker_id` holds, so any worker can claim them at once."""
+    def release_locks(
+        self, *, worker_id: str, keep: Sequence[uuid.UUID] | BindParameter[Any] = ()
+    ) -> Update:
+        """Unlock every job `worker_id` holds but those in `keep`, so any worker can claim them."""
+        ...
+
+    def release_jobs(
+        self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
+    ) -> Update:
+        """Unlock the jobs `worker_id` holds among `job_ids`."""
+        ...
+
+    def held_jobs(self, *, worker_id: str) -> Select[uuid.UUID]:
+        """Select the ids of the jobs `worker_id` holds."""
         ...
 
     def register_worker(
@@ -67,17 +80,17 @@ class JobStatements(Protocol):
         """Remove `worker_id`'s registration."""
         ...
 
-    def lost_jobs(
-        self, *, heartbeat_timeout: timedelta, limit: int
-    ) -> Select[uuid.UUID, str, int, str | None]:
-        """Lock and select jobs held by workers silent for `heartbeat_timeout`.
-
-        Rows: (id, name, error_count, locked_by).
-        """
+    def declare_dead_workers(self, *, heartbeat_timeout: timedelta) -> ReturningDelete[str]:
+        """Delete the registrations silent for `heartbeat_timeout`, returning their ids."""
         ...
 
-    def forget_dead_workers(self, *, heartbeat_timeout: timedelta) -> Delete:
-        """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
+    def lost_jobs(
+        self, *, grace: timedelta, limit: int
+    ) -> Select[uuid.UUID, str, int, str, str | None]:
+        """Select jobs locked by a worker id that has no registration, locked over `grace` ago.
+
+        Rows: (id, name, error_count, locked_by, cancel_reason).
+        """
         ...
 
     def cancel_requests(self, *, worker_id: str) -> Select[uuid.UUID, str | None]:
@@ -85,7 +98,7 @@ class JobStatements(Protocol):
         ...
 
     def cancelled_queued_jobs(self, *, limit: int) -> Select[uuid.UUID, str | None]:
-        """Lock and select (id, cancel_reason) of cancelled jobs that no worker runs."""
+        """Select (id, cancel_reason) of cancelled jobs that no worker runs."""
         ...
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:

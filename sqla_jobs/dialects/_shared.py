@@ -12,17 +12,23 @@ from sqlalchemy import (
     Executable,
     Insert,
     Select,
+    String,
+    Text,
     Update,
     Uuid,
+    cast,
     delete,
     func,
     insert,
     literal,
+    or_,
     select,
     text,
+    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from sqla_jobs.clock import db_now, db_now_plus
@@ -31,16 +37,19 @@ from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
 CLAIMED_COLUMNS = (
     Job.id,
     Job.name,
-    Job.payload,
+    # JSON text, decoded when the job runs: a row that is not valid JSON fails alone, and
+    # pydantic reads the text directly (model_validate_json) instead of a decoded dict.
+    cast(Job.payload, Text).label("payload"),
     Job.queue,
     Job.priority,
-    Job.run_at,
-    Job.created_at,
+    # Read as stored (SQLite: text), parsed per row by ClaimedJob.from_row for the same reason.
+    type_coerce(Job.run_at, String).label("run_at"),
+    type_coerce(Job.created_at, String).label("created_at"),
     Job.context,
     Job.error_count,
     Job.timeout_seconds,
 )
-"""What a claim returns: the fields of `ClaimedJob`, in its order."""
+"""What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
 
 
 CLAIM_ORDER = (Job.priority.desc(), Job.run_at, Job.id)
@@ -67,8 +76,8 @@ def deferred() -> tuple[ColumnElement[bool], ...]:
 def claimable(queue: str) -> tuple[ColumnElement[bool], ...]:
     """Return the conditions of a job of `queue` any worker may claim now: waiting and due.
 
-    A held job is never claimable, however old its lock: a worker's heartbeat keeps its lease,
-    and the rescue of dead workers' jobs unlocks them.
+    A locked job belongs to its worker for as long as that worker's lease lives, however old
+    its lock; only the rescuer frees it (see `lost_jobs`).
     """
     return (Job.queue == queue, *waiting(), Job.run_at <= db_now())
 
@@ -112,10 +121,10 @@ def claim_candidates(
 class SharedStatements:
     """The guarded writes to a claimed row; subclasses add the dialect's claim."""
 
-    def complete_jobs(
+    def delete_jobs(
         self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
     ) -> Delete:
-        """Delete the jobs `worker_id` still holds among `job_ids`."""
+        """Delete the jobs `worker_id` still holds among `job_ids` (they succeeded)."""
         return delete(Job).where(Job.id.in_(job_ids), Job.locked_by == worker_id)
 
     def retry_job(
@@ -176,9 +185,29 @@ class SharedStatements:
         )
         return copy, delete(Job).where(*held)
 
-    def release_locks(self, *, worker_id: str) -> Update:
-        """Unlock every job `worker_id` holds, so any worker can claim them at once."""
-        return update(Job).where(Job.locked_by == worker_id).values(locked_by=None, locked_at=None)
+    def release_locks(
+        self, *, worker_id: str, keep: Sequence[uuid.UUID] | BindParameter[Any] = ()
+    ) -> Update:
+        """Unlock every job `worker_id` holds but those in `keep`, so any worker can claim them."""
+        return (
+            update(Job)
+            .where(Job.locked_by == worker_id, Job.id.not_in(keep))
+            .values(locked_by=None, locked_at=None)
+        )
+
+    def release_jobs(
+        self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
+    ) -> Update:
+        """Unlock the jobs `worker_id` holds among `job_ids`."""
+        return (
+            update(Job)
+            .where(Job.locked_by == worker_id, Job.id.in_(job_ids))
+            .values(locked_by=None, locked_at=None)
+        )
+
+    def held_jobs(self, *, worker_id: str) -> Select[uuid.UUID]:
+        """Select the ids of the jobs `worker_id` holds."""
+        return select(Job.id).where(Job.locked_by == worker_id)
 
     def register_worker(
         self, *, worker_id: str, hostname: str, pid: int, queues: Sequence[str]
@@ -198,24 +227,46 @@ class SharedStatements:
         """Remove `worker_id`'s registration."""
         return delete(WorkerRecord).where(WorkerRecord.id == worker_id)
 
-    def lost_jobs(
-        self, *, heartbeat_timeout: timedelta, limit: int
-    ) -> Select[uuid.UUID, str, int, str | None]:
-        """Lock and select jobs held by workers silent for `heartbeat_timeout`.
+    def declare_dead_workers(self, *, heartbeat_timeout: timedelta) -> ReturningDelete[str]:
+        """Delete the registrations silent for `heartbeat_timeout`, returning their ids.
 
-        Rows: (id, name, error_count, locked_by).
+        Deleting is what ends a lease: a late heartbeat of such a worker then finds no row and
+        it knows its jobs are no longer its own; its jobs are now `lost_jobs`.
         """
         return (
-            select(Job.id, Job.name, Job.error_count, Job.locked_by)
-            .where(Job.locked_by.in_(select(WorkerRecord.id).where(_silent(heartbeat_timeout))))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            delete(WorkerRecord)
+            .where(WorkerRecord.heartbeat_at < db_now_plus(-heartbeat_timeout.total_seconds()))
+            .returning(WorkerRecord.id)
         )
 
-    def forget_dead_workers(self, *, heartbeat_timeout: timedelta) -> Delete:
-        """Delete registrations silent for `heartbeat_timeout` that hold no job any more."""
-        holds_jobs = select(Job.id).where(Job.locked_by == WorkerRecord.id).exists()
-        return delete(WorkerRecord).where(_silent(heartbeat_timeout), ~holds_jobs)
+    def lost_jobs(
+        self, *, grace: timedelta, limit: int
+    ) -> Select[uuid.UUID, str, int, str, str | None]:
+        """Select jobs locked by a worker id that has no registration, locked over `grace` ago.
+
+        Rows: (id, name, error_count, locked_by, cancel_reason). Those are the jobs of workers
+        declared dead, and locks no live worker explains (a row written by hand, a worker that
+        never registered); `grace` covers a claim racing its worker's registration.
+        """
+        registered = select(WorkerRecord.id).where(WorkerRecord.id == Job.locked_by).exists()
+        return (
+            select(
+                Job.id,
+                Job.name,
+                Job.error_count,
+                type_coerce(Job.locked_by, String),
+                Job.cancel_reason,
+            )
+            .where(
+                Job.locked_by.is_not(None),
+                ~registered,
+                or_(
+                    Job.locked_at.is_(None),
+                    Job.locked_at < db_now_plus(-grace.total_seconds()),
+                ),
+            )
+            .limit(limit)
+        )
 
     def cancel_requests(self, *, worker_id: str) -> Select[uuid.UUID, str | None]:
         """Select (id, cancel_reason) of the jobs `worker_id` runs that were asked to stop."""
@@ -224,12 +275,11 @@ class SharedStatements:
         )
 
     def cancelled_queued_jobs(self, *, limit: int) -> Select[uuid.UUID, str | None]:
-        """Lock and select (id, cancel_reason) of cancelled jobs that no worker runs."""
+        """Select (id, cancel_reason) of cancelled jobs that no worker runs."""
         return (
             select(Job.id, Job.cancel_reason)
             .where(Job.locked_by.is_(None), Job.cancel_reason.is_not(None))
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
@@ -262,7 +312,3 @@ class SharedStatements:
     def analyze_jobs(self) -> Executable:
         """Refresh the planner's statistics of the job table."""
         return text(f"ANALYZE {Job.__tablename__}")
-
-
-def _silent(heartbeat_timeout: timedelta) -> Any:
-    return WorkerRecord.heartbeat_at < db_now_plus(-heartbeat_timeout.total_seconds())

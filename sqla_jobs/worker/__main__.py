@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from sqla_jobs.cli import worker_main
+from sqla_jobs.worker.command import main
 
-sys.exit(worker_main())
+sys.exit(main())

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqla_jobs import DeadLetterJob, Job, enqueue_many
-from sqla_jobs.worker.completer import MAX_DATABASE_BACKOFF
+from sqla_jobs.store.retrying import MAX_BACKOFF as MAX_DATABASE_BACKOFF
 from tests.cli_tasks import Note, ledger
 from tests.faults.conftest import FaultDatabase, SpawnWorker
 from tests.faults.pg import PrivatePostgres

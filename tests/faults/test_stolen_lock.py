@@ -1,14 +1,11 @@
-"""A job whose lock was stolen after the lock timeout cannot complete, retry or dead-letter over
-the new owner's claim: every write to a claimed row is guarded by ``locked_by``.
+"""A job taken from its worker behind its back cannot be completed, retried or dead-lettered
+over the new owner's claim: every write to a claimed row is guarded by ``locked_by``.
 
 Two `Worker`s share one event loop and one database (each dialect in turn). Worker A claims a
-job that blocks; worker B, whose lock timeout is 1 s, takes it over and runs it too (blocking as
-well). A's run is then released first, with each outcome; its write must change nothing, and A
-must say it lost the lock. Then B's run ends and B completes the job normally.
-
-A's own lock timeout is long: the lock timeout only decides when *its owner* may claim an old
-lock, and A must not take the job back from B once its own run has ended. Each worker runs one
-job at a time, so B, busy with the job, does not claim its own expired lock either.
+job that blocks; the row's lock is then cleared by hand (as a rescue would, while A's lease
+still looks alive to A), and worker B claims and runs it too (blocking as well). A's run is
+then released first, with each outcome; its write must change nothing, and A must say it lost
+the lock. Then B's run ends and B completes the job normally.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pytest
 from loguru import logger
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
@@ -64,16 +61,13 @@ def log_records() -> Iterator[list[Record]]:
         logger.remove(sink)
 
 
-def make_worker(
-    database: TestDatabase, gate: Gate, *, lock_timeout: timedelta, max_retries: int
-) -> Worker:
+def make_worker(database: TestDatabase, gate: Gate, *, max_retries: int) -> Worker:
     return Worker(
         database.url,
         tasks=[Gated],
         concurrency=1,
         state=gate,
         poll_interval=timedelta(milliseconds=50),
-        lock_timeout=lock_timeout,
         max_retries=max_retries,
         # Both workers live: the heartbeat rescue must stay out of this test.
         heartbeat_timeout=timedelta(minutes=10),
@@ -114,12 +108,14 @@ async def test_a_worker_whose_lock_was_stolen_cannot_write_over_the_new_claim(
         session.add(enqueue(Gated()))
         await session.commit()
     gate_a, gate_b = Gate(outcome), Gate("succeed")
-    a = make_worker(database, gate_a, lock_timeout=timedelta(hours=1), max_retries=max_retries)
-    b = make_worker(database, gate_b, lock_timeout=timedelta(seconds=1), max_retries=20)
+    a = make_worker(database, gate_a, max_retries=max_retries)
+    b = make_worker(database, gate_b, max_retries=20)
     runs = [asyncio.create_task(a.run())]
     try:
         await wait_until(is_set(gate_a.started))
-        # Started only now, so it cannot claim the job first; it steals it after 1 s.
+        async with engine.begin() as connection:
+            await connection.execute(update(Job).values(locked_by=None, locked_at=None))
+        # Started only now, so it cannot claim the job first.
         runs.append(asyncio.create_task(b.run()))
         await wait_until(is_set(gate_b.started))
         [row] = await job_rows(engine)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Collection
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -19,9 +18,9 @@ from loguru import logger
 from sqlalchemy.engine import URL
 
 from sqla_jobs.dialects.postgresql import CANCEL_CHANNEL, CHANNEL
+from sqla_jobs.store.retrying import backoff_delay, sleep_unless
 from sqla_jobs.urls import display_url
 
-MAX_RECONNECT_BACKOFF = timedelta(seconds=10)
 CONNECT_TIMEOUT = 5.0
 
 
@@ -92,7 +91,11 @@ class Listener:
             self._cancel(uuid.UUID(job_id), reason)
 
     async def _back_off(self, exc: BaseException, failures: int, stopping: asyncio.Event) -> None:
-        delay = min(0.1 * 2**failures, MAX_RECONNECT_BACKOFF.total_seconds())
-        logger.warning("listener cannot connect", error=str(exc), failures=failures, retry_in=delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay)
+        delay = backoff_delay(failures)
+        logger.warning(
+            "listener cannot connect",
+            error=str(exc),
+            failures=failures,
+            retry_in=delay.total_seconds(),
+        )
+        await sleep_unless(stopping, delay)

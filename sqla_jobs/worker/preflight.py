@@ -1,0 +1,106 @@
+"""Before a worker command starts: say in one sentence what is wrong, rather than retry forever.
+
+A database that is down is waited for (workers often start before their database), one log
+line per attempt, up to `startup_timeout`. A database that answers but refuses (no such
+database, wrong password), a URL sqla_jobs cannot use, or a schema that is not at this
+version's head stops the command at once, with one sentence saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from loguru import logger
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from sqla_jobs import migrate
+from sqla_jobs.engine import create_engine
+from sqla_jobs.errors import ConfigurationError
+from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
+from sqla_jobs.urls import display_url
+
+RETRY_EVERY = timedelta(seconds=2)
+
+
+class StartupError(ConfigurationError):
+    """The worker cannot start; the message says why, in one sentence."""
+
+
+def check_database(url: URL, *, startup_timeout: timedelta) -> None:
+    """Wait for the database at `url` to answer, then check its sqla_jobs schema is at head.
+
+    Raises `StartupError` with one sentence when the database stays unreachable for
+    `startup_timeout`, refuses the connection, or holds an older (or no) schema.
+    """
+    asyncio.run(_wait_for_database(url, startup_timeout))
+    _check_schema(url)
+
+
+async def _wait_for_database(url: URL, startup_timeout: timedelta) -> None:
+    engine = create_engine(url, poolclass=NullPool)
+    deadline = time.monotonic() + startup_timeout.total_seconds()
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(RETRY_EVERY.total_seconds() * 2):
+                    async with engine.connect() as connection:
+                        await connection.execute(text("SELECT 1"))
+                return
+            except DATABASE_ERRORS as exc:
+                reason = summarize_error(str(exc)) or type(exc).__name__
+                if not _is_transient(exc):
+                    raise StartupError(f"cannot connect to {display_url(url)}: {reason}") from None
+                if time.monotonic() >= deadline:
+                    raise StartupError(
+                        f"cannot connect to {display_url(url)} after "
+                        f"{startup_timeout.total_seconds():g} s: {reason}"
+                    ) from None
+                logger.warning(
+                    "database not reachable yet; waiting",
+                    database=display_url(url),
+                    attempt=attempt,
+                    error=reason,
+                )
+                await asyncio.sleep(RETRY_EVERY.total_seconds())
+    finally:
+        await engine.dispose()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Tell whether `exc` looks like a database that is down or starting (worth waiting for)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    for error in (cause, getattr(cause, "__cause__", None), exc.__cause__):
+        if isinstance(error, OSError | TimeoutError | ConnectionError):
+            return True
+        if type(error).__name__ in {"CannotConnectNowError", "TooManyConnectionsError"}:
+            return True
+    text_ = str(exc).lower()
+    return "connection refused" in text_ or "the database system is starting up" in text_
+
+
+def _check_schema(url: URL) -> None:
+    heads = set(migrate.head_revisions())
+    try:
+        current = set(migrate.current(url))
+    except DATABASE_ERRORS as exc:
+        reason = summarize_error(str(exc))
+        raise StartupError(
+            f"cannot read the schema version of {display_url(url)}: {reason}"
+        ) from None
+    if current == heads:
+        return
+    if not current:
+        raise StartupError(
+            f"{display_url(url)} has no sqla_jobs schema: run `python -m sqla_jobs migrate`"
+        )
+    raise StartupError(
+        f"the schema of {display_url(url)} is at {', '.join(sorted(current))}, this version of "
+        f"sqla_jobs needs {', '.join(sorted(heads))}: run `python -m sqla_jobs migrate`"
+    )

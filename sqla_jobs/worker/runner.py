@@ -1,0 +1,277 @@
+"""The job runner: run claimed jobs in slots, and know which job's code is still running.
+
+A slot stays busy until the job's code has really returned: a plain ``def run`` cannot be
+stopped, so a cancelled sync job keeps its slot (and its lock) until its thread ends. The runner
+never runs two copies of one job, and hands each outcome to the recorder under the lease that
+claimed the job; a job whose lease was lost is no longer this worker's to record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import Engine
+
+from sqla_jobs.context import ClaimedJob, JobContext
+from sqla_jobs.execution import DeadLetter, Outcome, Retry, cancelled_outcome, execute
+from sqla_jobs.store import JobStore, create_job_sync_engine
+from sqla_jobs.tasks import Task
+from sqla_jobs.transaction import TransactionBinding
+from sqla_jobs.worker.recorder import OutcomeRecorder
+
+# How many failed attempts `failures` keeps (the latest): a worker that runs for months stays small.
+MAX_KEPT_FAILURES = 100
+
+
+@dataclass(eq=False)
+class RunningJob:
+    """A claimed job this worker runs, under the lease id (`owner`) that claimed it."""
+
+    job: ClaimedJob
+    owner: str
+    task: asyncio.Task[None] | None = None
+    thread: concurrent.futures.Future[Any] | None = None
+    cancel_reason: str | None = None
+    is_disowned: bool = False
+    """The lease that claimed it was lost: another worker may run it now."""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the job's code has returned (its thread included)."""
+
+    @property
+    def code_is_running(self) -> bool:
+        """Tell whether the job's own code may still be running (a task or a thread)."""
+        if self.thread is not None and not self.thread.done():
+            return True
+        return not self.done.is_set()
+
+
+class JobRunner:
+    """Run up to `concurrency` claimed jobs at once and record their outcomes."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        recorder: OutcomeRecorder,
+        tasks: Mapping[str, type[Task]],
+        state: Any,
+        concurrency: int,
+        default_max_retries: int,
+        worker_id: str,
+        on_slot_freed: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._recorder = recorder
+        self._tasks = tasks
+        self._state = state
+        self.concurrency = concurrency
+        self._default_max_retries = default_max_retries
+        self._worker_id = worker_id
+        self._on_slot_freed = on_slot_freed
+        self._jobs: dict[uuid.UUID, RunningJob] = {}
+        self._slots: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        self._sync_engine_lock = threading.Lock()
+        self.forced = asyncio.Event()
+        """Set by a forced shutdown: stop waiting for job threads that will not return."""
+        self.jobs_processed = 0
+        self.outcomes: Counter[str] = Counter()
+        """How many jobs ended with each outcome (``Completed``, ``Retry``, ``DeadLetter``, …)."""
+        self.failures: deque[tuple[uuid.UUID, str, str]] = deque(maxlen=MAX_KEPT_FAILURES)
+        """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
+
+    @property
+    def free_slots(self) -> int:
+        """The number of jobs that may start now."""
+        return self.concurrency - len(self._slots)
+
+    @property
+    def is_busy(self) -> bool:
+        """Tell whether any slot is taken."""
+        return bool(self._slots)
+
+    def open(self) -> None:
+        """Make the thread pool of plain ``def run`` jobs."""
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqla_jobs")
+
+    def start(self, job: ClaimedJob, owner: str) -> None:
+        """Start running `job`, claimed under the lease id `owner`."""
+        if job.id in self._jobs:
+            # A copy still runs here under a lost lease: never run two. The new claim is
+            # released; the job is claimed again once this copy ends.
+            logger.error(
+                "job still running here under a lost lease; claim released", job_id=str(job.id)
+            )
+            asyncio.get_running_loop().create_task(
+                self._store.release_jobs(worker_id=owner, job_ids=[job.id])
+            )
+            return
+        run = RunningJob(job=job, owner=owner)
+        self._jobs[job.id] = run
+        task = asyncio.create_task(self._process(run), name=f"sqla_jobs:{job.name}:{job.id}")
+        run.task = task
+        self._slots.add(task)
+        task.add_done_callback(partial(self._slot_freed, run))
+
+    def cancel(self, job_id: uuid.UUID, reason: str) -> None:
+        """Cancel job `job_id` on request, if it runs here and is not being cancelled already."""
+        run = self._jobs.get(job_id)
+        if run is None or run.task is None or run.cancel_reason is not None or run.done.is_set():
+            return
+        run.cancel_reason = reason
+        run.task.cancel()
+
+    def cancel_async_jobs(self) -> None:
+        """Cancel every running async job (shutdown); their locks are released afterwards.
+
+        Jobs running in a thread are left to finish: a thread cannot be stopped, and its result
+        is recorded as usual when it returns (the worker keeps its lease meanwhile).
+        """
+        for run in self._jobs.values():
+            if run.task is not None and run.thread is None and not run.done.is_set():
+                run.task.cancel()
+
+    def disown(self, owner: str) -> None:
+        """Treat the jobs claimed under the lost lease `owner` as no longer this worker's."""
+        for run in self._jobs.values():
+            if run.owner == owner and not run.is_disowned:
+                run.is_disowned = True
+                logger.error(
+                    "lease lost while the job ran; its outcome will not be recorded here",
+                    job_id=str(run.job.id),
+                )
+
+    def held_ids(self, owner: str) -> set[uuid.UUID]:
+        """Return the ids of the jobs held under `owner` that are running or being recorded."""
+        return {job_id for job_id, run in self._jobs.items() if run.owner == owner}
+
+    def code_running_ids(self) -> list[uuid.UUID]:
+        """Return the ids of the jobs whose code may still be running."""
+        return [job_id for job_id, run in self._jobs.items() if run.code_is_running]
+
+    def code_running(self) -> Iterable[RunningJob]:
+        """Return the jobs whose code may still be running."""
+        return [run for run in self._jobs.values() if run.code_is_running]
+
+    async def wait_for_slots(self, limit: float) -> None:
+        """Wait up to `limit` seconds for every slot to be freed (outcomes recorded)."""
+        if self._slots:
+            await asyncio.wait(list(self._slots), timeout=limit)
+
+    async def close(self) -> None:
+        """Let go of the thread pool and the sync engine (threads still running are left be)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._sync_engine_lock:
+            engine, self._sync_engine = self._sync_engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.dispose)
+
+    def _slot_freed(self, run: RunningJob, task: asyncio.Task[None]) -> None:
+        self._slots.discard(task)
+        if self._jobs.get(run.job.id) is run and not run.code_is_running:
+            del self._jobs[run.job.id]
+        self.jobs_processed += 1
+        self._on_slot_freed()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # execute() turns job errors into outcomes, so this is a bug of ours: say so loudly.
+            logger.opt(exception=exc).error("job processing crashed")
+
+    async def _process(self, run: RunningJob) -> None:
+        job = run.job
+        with logger.contextualize(
+            job_id=str(job.id), task=job.name, attempt=job.error_count + 1, worker_id=run.owner
+        ):
+            binding = TransactionBinding(
+                # Built only if the job opens a transaction: most jobs never do.
+                delete=partial(
+                    self._store.delete_job_statement, worker_id=run.owner, job_id=job.id
+                ),
+                engine=self._store.engine,
+                sync_engine=self._sync_engine_for_jobs,
+                loop=asyncio.get_running_loop(),
+            )
+            ctx = JobContext.for_job(
+                job, worker_id=run.owner, state=self._state, transactions=binding
+            )
+            try:
+                outcome: Outcome = await execute(
+                    job,
+                    ctx,
+                    tasks=self._tasks,
+                    default_max_retries=self._default_max_retries,
+                    run_in_thread=partial(self._run_in_thread, run),
+                )
+            except asyncio.CancelledError:
+                if run.cancel_reason is None:
+                    # Shutdown: the lock is released only once the job's code has returned.
+                    await self._until_code_returns(run)
+                    run.done.set()
+                    logger.warning("job cancelled by shutdown")
+                    raise
+                # Cancelled on request: dead-letter it now, but keep the slot until a thread
+                # that cannot be stopped has returned.
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]  # inside a task
+                logger.warning("job cancelled by request", reason=run.cancel_reason)
+                outcome = cancelled_outcome(run.cancel_reason, is_completed=ctx.is_completed)
+                await self._finish(run, outcome)
+                await self._until_code_returns(run)
+                run.done.set()
+                return
+            run.done.set()
+            await self._finish(run, outcome)
+
+    async def _finish(self, run: RunningJob, outcome: Outcome) -> None:
+        self.outcomes[type(outcome).__name__] += 1
+        if isinstance(outcome, Retry | DeadLetter):
+            self.failures.append((run.job.id, run.job.name, outcome.error))
+        if run.is_disowned:
+            return
+        await self._recorder.record(run.owner, run.job.id, outcome)
+
+    async def _run_in_thread(self, run: RunningJob, function: Callable[[], Any]) -> Any:
+        assert self._executor is not None, "open() the runner first"
+        # copy_context carries loguru's contextualize() values into the thread.
+        run.thread = self._executor.submit(contextvars.copy_context().run, function)
+        return await asyncio.wrap_future(run.thread)
+
+    async def _until_code_returns(self, run: RunningJob) -> None:
+        """Wait for a cancelled job's thread to return (a thread cannot be stopped), unless the
+        shutdown is forced; the slot, and the job's lock, stay taken meanwhile."""
+        thread = run.thread
+        if thread is None or thread.done():
+            return
+        logger.warning("job cancelled; waiting for its thread to return")
+        waiting = asyncio.ensure_future(asyncio.wrap_future(thread))
+        forced = asyncio.ensure_future(self.forced.wait())
+        try:
+            while not thread.done() and not self.forced.is_set():
+                try:
+                    await asyncio.wait([waiting, forced], return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        finally:
+            forced.cancel()
+            if not waiting.done():
+                waiting.cancel()
+
+    def _sync_engine_for_jobs(self) -> Engine:
+        # Called from the job threads, several at once.
+        with self._sync_engine_lock:
+            if self._sync_engine is None:
+                self._sync_engine = create_job_sync_engine(
+                    self._store.engine.url, concurrency=self.concurrency
+                )
+            return self._sync_engine

@@ -1,0 +1,1 @@
+"""Modules the worker-command tests import in worker processes."""
