@@ -156,7 +156,7 @@ def explain(connection: Connection, statement: ClauseElement, *, generic: bool) 
     """
     if generic:
         # Compiled for asyncpg, as the worker runs it: $1, $2, ... placeholders.
-        compiled = statement.compile(dialect=ASYNCPG)
+        compiled = statement.compile(dialect=ASYNCPG, compile_kwargs={"render_postcompile": True})
         assert isinstance(compiled, SQLCompiler)
         values = [
             str(
