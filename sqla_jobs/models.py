@@ -11,11 +11,13 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, Index, Integer, MetaData, String, Text, Uuid, text
+from sqlalchemy import DDL, JSON, Float, Index, Integer, MetaData, String, Text, Uuid, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from .clock import UTCDateTime, db_now
+from .ddl import AFTER_CREATE_JOB_TABLE, BEFORE_DROP_JOB_TABLE
 
 JSONObject = dict[str, Any]
 
@@ -28,6 +30,12 @@ NAMING_CONVENTION = {
 }
 
 Payload = JSON().with_variant(JSONB(), "postgresql")
+
+WAITING = text("locked_by IS NULL AND cancel_reason IS NULL")
+"""The predicate of the waiting-job indexes; a query must repeat it for the planner to use them."""
+DEFERRED = text("locked_by IS NULL AND cancel_reason IS NULL AND run_at > created_at")
+"""The predicate of the index `next_due` reads: waiting jobs that were scheduled or retried."""
+LOCKED = text("locked_by IS NOT NULL")
 
 
 class Base(DeclarativeBase):
@@ -65,12 +73,39 @@ class Job(Base):
     """Set by `cancel()`: the job is to be stopped (if running) and dead-lettered."""
 
     __table_args__ = (
-        # Serves the claim: equality on queue, then the claim's order, so a single-queue claim
-        # reads the index in order and stops after LIMIT rows.
-        Index("ix_sqla_jobs_job_claim", "queue", priority.desc(), "created_at"),
-        # Finds the next job due in the future, so an idle worker wakes exactly then.
-        Index("ix_sqla_jobs_job_queue_run_at", "queue", "run_at"),
-        Index("ix_sqla_jobs_job_locked_by", "locked_by"),
+        # The claim's index: waiting jobs only (running and cancelled ones are left out), in the
+        # claim's order within a queue. Within a priority, due jobs sort before future ones, so
+        # a claim reads LIMIT entries and stops, whatever the backlog of future and retrying
+        # jobs. `id` makes the order total, as the claim's ORDER BY does.
+        Index(
+            "ix_sqla_jobs_job_waiting_claim",
+            "queue",
+            priority.desc(),
+            "run_at",
+            "id",
+            postgresql_where=WAITING,
+            sqlite_where=WAITING,
+        ),
+        # Finds the earliest future job of a queue in one index probe, so an idle worker wakes
+        # exactly then. Only deferred jobs (scheduled or retried: a job enqueued to run at once
+        # has run_at = created_at), since a future job always is one. The claim never states
+        # `run_at > created_at`, so the planner cannot read this index for it (it would fetch
+        # every due job and sort them).
+        Index(
+            "ix_sqla_jobs_job_deferred_run_at",
+            "queue",
+            "run_at",
+            postgresql_where=DEFERRED,
+            sqlite_where=DEFERRED,
+        ),
+        # Only running jobs: a worker's own jobs (completion, release, cancel requests) and the
+        # rescue of dead workers' jobs; the backlog of waiting jobs costs it nothing.
+        Index(
+            "ix_sqla_jobs_job_locked_by",
+            "locked_by",
+            postgresql_where=LOCKED,
+            sqlite_where=LOCKED,
+        ),
         # Only cancelled jobs: the heartbeats' search for them reads a handful of entries.
         Index(
             "ix_sqla_jobs_job_cancel_requested",
@@ -82,6 +117,19 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name!r} queue={self.queue!r} errors={self.error_count}>"
+
+
+def _on_postgresql(statement: str) -> ExecutableDDLElement:
+    ddl = DDL(statement)  # type: ignore[no-untyped-call]  # SQLAlchemy leaves DDL() untyped
+    return ddl.execute_if(dialect="postgresql")
+
+
+# So that `Base.metadata.create_all()` builds what the migrations build: the notification
+# triggers and the table's autovacuum settings, from the text the migrations run.
+for _statement in AFTER_CREATE_JOB_TABLE:
+    event.listen(Job.__table__, "after_create", _on_postgresql(_statement))
+for _statement in BEFORE_DROP_JOB_TABLE:
+    event.listen(Job.__table__, "before_drop", _on_postgresql(_statement))
 
 
 class WorkerRecord(Base):

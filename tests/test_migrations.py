@@ -83,6 +83,90 @@ def test_migrated_schema_matches_models(database: TestDatabase, sync_engine: Eng
     assert diff == []
 
 
+# Test queries only: constant SQL over the catalogs, nothing formatted in.
+PG_SCHEMA_QUERIES = {
+    "columns": "SELECT table_name, column_name, ordinal_position, data_type, "
+    "character_maximum_length, is_nullable, column_default FROM information_schema.columns "
+    "WHERE table_schema = 'public' AND table_name LIKE 'sqla_jobs%'",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+    "FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "triggers": "SELECT tgrelid::regclass::text, tgname, tgenabled, pg_get_triggerdef(oid) "
+    "FROM pg_trigger WHERE NOT tgisinternal",
+    "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
+    "WHERE pronamespace = 'public'::regnamespace",
+    "table options": "SELECT relname, relkind, reloptions::text FROM pg_class "
+    "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')",
+}
+
+
+def _schema(sync_url: str) -> dict[str, set[tuple[object, ...]]]:
+    """Everything either way of building the schema makes, sqla_jobs' version table aside."""
+    with _connect(sync_url) as connection:
+        if connection.dialect.name == "postgresql":
+            snapshot = {
+                part: {tuple(row) for row in connection.execute(text(query))}
+                for part, query in PG_SCHEMA_QUERIES.items()
+            }
+        else:
+            tables = inspect(connection).get_table_names()
+            snapshot = {
+                "columns": {
+                    (table, *column)
+                    for table in tables
+                    for column in connection.execute(
+                        text("SELECT * FROM pragma_table_info(:t)"), {"t": table}
+                    )
+                },
+                "indexes": set(
+                    connection.execute(
+                        text("SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'index'")
+                    ).all()
+                ),
+                "triggers": set(
+                    connection.execute(
+                        text("SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'")
+                    ).all()
+                ),
+            }
+    return {
+        part: {row for row in rows if not any(migrate.VERSION_TABLE in str(v) for v in row)}
+        for part, rows in snapshot.items()
+    }
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_create_all_builds_the_schema_the_migrations_build(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Triggers, trigger functions, table options and partial indexes included, which
+    autogenerate does not compare."""
+    prefix = "pg_" if backend == "postgresql" else "sqlite_"
+    migrated: TestDatabase = request.getfixturevalue(f"{prefix}database")
+    created: TestDatabase = request.getfixturevalue(f"empty_{prefix}database")
+    engine = create_engine(created.sync_url)
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+    expected, actual = _schema(migrated.sync_url), _schema(created.sync_url)
+
+    assert expected["triggers"] or backend == "sqlite"
+    for part, rows in expected.items():
+        assert actual[part] == rows, part
+
+
+def test_drop_all_leaves_no_trigger_function_behind(empty_pg_database: TestDatabase) -> None:
+    engine = create_engine(empty_pg_database.sync_url)
+    try:
+        Base.metadata.create_all(engine)
+        Base.metadata.drop_all(engine)
+    finally:
+        engine.dispose()
+    assert _schema(empty_pg_database.sync_url)["functions"] == set()
+
+
 def test_revisions_are_recorded_in_sqla_jobs_own_version_table(database: TestDatabase) -> None:
     tables = _table_names(database.sync_url)
     assert migrate.VERSION_TABLE in tables

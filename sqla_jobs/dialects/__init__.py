@@ -22,7 +22,11 @@ class JobStatements(Protocol):
     """The statements a worker needs, built for one SQL dialect."""
 
     def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
-        """Lock up to `limit` due jobs for `worker_id`, best first, and return them."""
+        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+
+        Due: waiting (unlocked, not cancelled) with `run_at <= now()`, in `queues`. Best first:
+        `priority` descending, then `run_at` (the longest due first), then `id`.
+        """
         ...
 
     def delete_jobs(
@@ -98,7 +102,7 @@ class JobStatements(Protocol):
         ...
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
-        """Select the earliest future `run_at` of unlocked jobs (or NULL) and the database now."""
+        """Select the earliest future `run_at` of waiting jobs (or NULL) and the database now."""
         ...
 
     def stale_statistics(self) -> Select[bool] | None:

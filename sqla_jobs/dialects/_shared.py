@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.sql.dml import ReturningDelete
@@ -51,21 +52,69 @@ CLAIMED_COLUMNS = (
 """What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
 
 
-CLAIM_ORDER = (Job.priority.desc(), Job.created_at)
-"""Best first: the order of the claim index."""
+CLAIM_ORDER = (Job.priority.desc(), Job.run_at, Job.id)
+"""Best first: higher priority first; within a priority, the job due longest first (`run_at`,
+the time it became due, whether enqueued, scheduled or retried); `id` breaks ties, so the order
+is total. It is the order of the claim index, ix_sqla_jobs_job_waiting_claim."""
 
 
-def claimable(queues: Sequence[str]) -> tuple[ColumnElement[bool], ...]:
-    """Return the conditions of a job any worker may claim now: due, not cancelled, unlocked.
+def waiting() -> tuple[ColumnElement[bool], ...]:
+    """Return the conditions of a waiting job: no worker holds it and nobody cancelled it.
 
-    A locked job belongs to its worker for as long as that worker's lease lives; only the
-    rescuer frees it (see `lost_jobs`).
+    They are the predicate of the partial indexes the claim and `next_due` read; a query must
+    repeat them for the planner to use those indexes.
     """
+    return (Job.locked_by.is_(None), Job.cancel_reason.is_(None))
+
+
+def deferred() -> tuple[ColumnElement[bool], ...]:
+    """Return the conditions of a waiting job that was scheduled or retried (`run_at` moved
+    past `created_at`): the predicate of ix_sqla_jobs_job_deferred_run_at."""
+    return (*waiting(), Job.run_at > Job.created_at)
+
+
+def claimable(queue: str) -> tuple[ColumnElement[bool], ...]:
+    """Return the conditions of a job of `queue` any worker may claim now: waiting and due.
+
+    A locked job belongs to its worker for as long as that worker's lease lives, however old
+    its lock; only the rescuer frees it (see `lost_jobs`).
+    """
+    return (Job.queue == queue, *waiting(), Job.run_at <= db_now())
+
+
+def best_claimable(queues: Sequence[str], limit: int) -> list[Select[uuid.UUID, int, datetime]]:
+    """Select, per queue, (id, priority, run_at) of its best `limit` claimable jobs, best first.
+
+    One select per queue, each reading ix_sqla_jobs_job_waiting_claim in order from the
+    queue's highest priority and stopping after `limit` entries: a `queue IN (...)` scan
+    could not read one index in order, and would sort every due job of every queue. The
+    entries it walks past are future jobs of a higher priority than the due ones, if any
+    (index entries only, no table rows).
+    """
+    return [
+        select(Job.id, Job.priority, Job.run_at)
+        .where(*claimable(queue))
+        .order_by(*CLAIM_ORDER)
+        .limit(limit)
+        for queue in queues
+    ]
+
+
+def claim_candidates(
+    per_queue: Sequence[Select[uuid.UUID, int, datetime]], limit: int
+) -> Select[uuid.UUID]:
+    """Select the ids of the best `limit` among the per-queue selects' rows, best first.
+
+    The sort it needs is of those rows only: at most `limit` per queue.
+    """
+    # Each arm as a subquery: a LIMITed (and, on PostgreSQL, locking) select cannot stand as a
+    # term of UNION ALL itself.
+    arms = [select(*arm.subquery().c) for arm in per_queue]
+    candidates = union_all(*arms).subquery("candidates")
     return (
-        Job.queue.in_(queues),
-        Job.run_at <= db_now(),
-        Job.cancel_reason.is_(None),
-        Job.locked_by.is_(None),
+        select(candidates.c.id)
+        .order_by(candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
+        .limit(limit)
     )
 
 
@@ -234,11 +283,23 @@ class SharedStatements:
         )
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
-        """Select the earliest future `run_at` among unlocked jobs, and the database's now."""
-        earliest = func.min(Job.run_at).label("earliest")
-        return select(earliest, db_now()).where(
-            Job.queue.in_(queues), Job.locked_at.is_(None), Job.run_at > db_now()
-        )
+        """Select the earliest future `run_at` of waiting jobs of `queues` (or NULL), and the
+        database's now.
+
+        Per queue, the first future entry of ix_sqla_jobs_job_deferred_run_at: one index probe
+        each, whatever the backlog; the smallest of those is the answer. A future job is always
+        a deferred one (`run_at > created_at`), and the index holds only those.
+        """
+        per_queue = [
+            select(Job.run_at)
+            .where(Job.queue == queue, *deferred(), Job.run_at > db_now())
+            .order_by(Job.run_at)
+            .limit(1)
+            .subquery()
+            for queue in queues
+        ]
+        earliest = union_all(*(select(arm.c.run_at) for arm in per_queue)).subquery("earliest")
+        return select(func.min(earliest.c.run_at), db_now())
 
     def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
         """Return None: this database cannot wake other processes."""

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import REGCLASS
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIM_ORDER, CLAIMED_COLUMNS, SharedStatements, claimable
+from ._shared import CLAIMED_COLUMNS, SharedStatements, best_claimable, claim_candidates
 
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""
@@ -46,24 +46,25 @@ class PostgreSQLStatements(SharedStatements):
     """Statements for PostgreSQL, where many workers on many hosts share one queue."""
 
     def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
-        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+        """Lock up to `limit` due jobs for `worker_id`, best first (`CLAIM_ORDER`), and return them.
 
         SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing
-        behind them.
+        behind them. Each queue's best `limit` are read from the claim index in order; with
+        several queues, the best `limit` of those are claimed. The others are locked only
+        until this statement commits (the worker claims in autocommit), and stay unclaimed.
+        The SQL is the same for the same number of queues: queues and limit are parameters.
         """
-        due = (
-            select(Job.id)
-            .where(*claimable(queues))
-            .order_by(*CLAIM_ORDER)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-            # Materialised so the planner cannot re-run the LIMITed lock per outer row.
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
+        per_queue = [arm.with_for_update(skip_locked=True) for arm in best_claimable(queues, limit)]
+        if len(per_queue) == 1:
+            [arm] = per_queue
+            due = arm.with_only_columns(Job.id)
+        else:
+            due = claim_candidates(per_queue, limit)
+        # Materialised so the planner cannot re-run the LIMITed lock per outer row.
+        chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
         return (
             update(Job)
-            .where(Job.id.in_(select(due.c.id)))
+            .where(Job.id.in_(select(chosen.c.id)))
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )

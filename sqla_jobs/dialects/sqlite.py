@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, update
 
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIM_ORDER, CLAIMED_COLUMNS, SharedStatements, claimable
+from ._shared import CLAIMED_COLUMNS, SharedStatements, best_claimable, claim_candidates
 
 
 class SQLiteStatements(SharedStatements):
     """Statements for SQLite: the embedded default for laptops, examples and small deployments."""
 
     def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
-        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+        """Lock up to `limit` due jobs for `worker_id`, best first (`CLAIM_ORDER`), and return them.
 
         SQLite serialises writers, so selecting and marking the rows in one UPDATE is enough
-        to keep two workers from claiming the same job.
+        to keep two workers from claiming the same job. Each queue's best `limit` are read
+        from the claim index in order; with several queues, the best `limit` of those.
         """
-        due = select(Job.id).where(*claimable(queues)).order_by(*CLAIM_ORDER).limit(limit)
+        per_queue = best_claimable(queues, limit)
+        if len(per_queue) == 1:
+            [arm] = per_queue
+            due = arm.with_only_columns(Job.id)
+        else:
+            due = claim_candidates(per_queue, limit)
         return (
             update(Job)
             .where(Job.id.in_(due.scalar_subquery()))
