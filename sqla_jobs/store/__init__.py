@@ -71,7 +71,10 @@ class JobStore:
             )
         async with self._autocommit.connect() as connection:
             rows = (await connection.execute(statement)).mappings().all()
-        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+        jobs = [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+        # RETURNING has no order (PostgreSQL and SQLite alike): start the best first again.
+        jobs.sort(key=lambda job: (-job.priority, job.created_at))
+        return jobs
 
     async def delete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> int:
         """Delete the succeeded jobs `worker_id` still holds; return how many it held."""
