@@ -485,19 +485,22 @@ def test_a_failure_with_max_retries_zero_is_dead_lettered_at_once() -> None:
 
 
 def _raises(error_count: int) -> timedelta:
+    if error_count == 0:
+        return timedelta(0)
     raise RuntimeError("a bug in the application's backoff")
 
 
+# Each misbehaves from the second failure on: the class-creation check (error_count 0) passes.
 def _not_a_timedelta(error_count: int) -> timedelta:
-    return 5  # type: ignore[return-value]  # the mistake under test
+    return timedelta(0) if error_count == 0 else 5  # type: ignore[return-value]  # under test
 
 
 def _negative(error_count: int) -> timedelta:
-    return timedelta(seconds=-1)
+    return timedelta(0) if error_count == 0 else timedelta(seconds=-1)
 
 
 def _too_large(error_count: int) -> timedelta:
-    return MAX_RETRY_DELAY + timedelta(seconds=1)
+    return timedelta(0) if error_count == 0 else MAX_RETRY_DELAY + timedelta(seconds=1)
 
 
 def _at_the_limit(error_count: int) -> timedelta:
@@ -546,7 +549,7 @@ def test_a_bad_backoff_falls_back_to_the_default_policy_and_logs_an_error(
 
 
 def test_a_backoff_that_raises_is_logged_with_its_exception(log_records: list[Any]) -> None:
-    retry_delay(BackoffRaises, 0)
+    retry_delay(BackoffRaises, 1)
     [record] = log_records
     assert isinstance(record["exception"].value, RuntimeError)
 
@@ -554,7 +557,7 @@ def test_a_backoff_that_raises_is_logged_with_its_exception(log_records: list[An
 def test_a_backoff_returning_no_timedelta_is_logged_with_what_it_returned(
     log_records: list[Any],
 ) -> None:
-    retry_delay(BackoffNotTimedelta, 0)
+    retry_delay(BackoffNotTimedelta, 1)
     [record] = log_records
     assert record["extra"]["returned"] == "5"
 

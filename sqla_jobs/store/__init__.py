@@ -72,8 +72,8 @@ class JobStore:
         async with self._autocommit.connect() as connection:
             rows = (await connection.execute(statement)).mappings().all()
         jobs = [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
-        # RETURNING has no order (PostgreSQL and SQLite alike): start the best first again.
-        jobs.sort(key=lambda job: (-job.priority, job.created_at))
+        # RETURNING has no order (PostgreSQL and SQLite alike): start them in the claim's order.
+        jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
     async def delete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> int:
