@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import REGCLASS
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIMED_COLUMNS, SharedStatements, best_claimable, claim_candidates
+from .portable import CLAIMED_COLUMNS, PortableStatements, best_claimable, claim_candidates
 
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""
@@ -42,7 +42,7 @@ ANALYZE_LOCK = 0x73716C615F6A6F62
 """An advisory lock key ("sqla_job"), so that one worker at a time refreshes the statistics."""
 
 
-class PostgreSQLStatements(SharedStatements):
+class PostgreSQLStatements(PortableStatements):
     """Statements for PostgreSQL, where many workers on many hosts share one queue."""
 
     def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Update, update
+from sqlalchemy import Select, Update, update
 
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from ._shared import CLAIMED_COLUMNS, SharedStatements, best_claimable, claim_candidates
+from .portable import CLAIMED_COLUMNS, PortableStatements, best_claimable, claim_candidates
 
 
-class SQLiteStatements(SharedStatements):
+class SQLiteStatements(PortableStatements):
     """Statements for SQLite: the embedded default for laptops, examples and small deployments."""
 
     def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
@@ -34,3 +35,11 @@ class SQLiteStatements(SharedStatements):
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
+
+    def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
+        """Return None: this database cannot wake other processes."""
+        return None
+
+    def stale_statistics(self) -> Select[bool] | None:
+        """Return None: SQLite plans the claim without table statistics."""
+        return None

@@ -118,8 +118,8 @@ def claim_candidates(
     )
 
 
-class SharedStatements:
-    """The guarded writes to a claimed row; subclasses add the dialect's claim."""
+class PortableStatements:
+    """Statements the same on every dialect; subclasses add the claim and what differs."""
 
     def delete_jobs(
         self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
@@ -300,14 +300,6 @@ class SharedStatements:
         ]
         earliest = union_all(*(select(arm.c.run_at) for arm in per_queue)).subquery("earliest")
         return select(func.min(earliest.c.run_at), db_now())
-
-    def wake_workers_for_held_jobs(self, *, worker_id: str) -> Select[Any] | None:
-        """Return None: this database cannot wake other processes."""
-        return None
-
-    def stale_statistics(self) -> Select[bool] | None:
-        """Return None: SQLite plans the claim without table statistics."""
-        return None
 
     def analyze_jobs(self) -> Executable:
         """Refresh the planner's statistics of the job table."""
