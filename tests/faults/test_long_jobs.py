@@ -87,7 +87,7 @@ async def test_long_jobs_run_once_except_a_killed_workers_which_run_again_once(
     pids = {"plain": plain.process.pid, "victim": victim.process.pid}
     pids["starved"] = starved.process.pid
     # Enqueued once all three hold a lease, so the claims spread over all of them.
-    await wait_until(predicate(fault_engine, equals=3, table=WorkerRecord), timeout=30)
+    await wait_until(predicate(fault_engine, equals=3, table=WorkerRecord), timeout=60)
     keys = [f"long-{n}" for n in range(JOBS)]
     async with AsyncSession(fault_engine) as session:
         tasks = (LongJob(key=key, seconds=3 * HEARTBEAT_TIMEOUT) for key in keys)
@@ -96,14 +96,14 @@ async def test_long_jobs_run_once_except_a_killed_workers_which_run_again_once(
         await session.commit()
 
     # Every job is claimed and running: the victim is killed holding its share.
-    await wait_until(predicate(fault_engine, ledger.c.event == "started", equals=JOBS), timeout=30)
+    await wait_until(predicate(fault_engine, ledger.c.event == "started", equals=JOBS), timeout=60)
     victim.kill()
 
     async def all_done() -> bool:
         finished = await count_where(fault_engine, ledger.c.event == "finished")
         return finished >= JOBS and await count_where(fault_engine, table=Job) == 0
 
-    await wait_until(all_done, timeout=40, interval=0.1)
+    await wait_until(all_done, timeout=60, interval=0.1)
     # Never declared dead, never registered again under a successor id.
     starved_registration = await count_where(
         fault_engine,
