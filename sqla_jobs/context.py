@@ -40,6 +40,36 @@ class ClaimedJob:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
         """Build a claimed job from a claim's result row, by column name."""
+        run_at, created_at = row["run_at"], row["created_at"]
+        priority, error_count = row["priority"], row["error_count"]
+        timeout = row["timeout_seconds"]
+        if (
+            type(run_at) is datetime
+            and type(created_at) is datetime
+            and run_at.tzinfo is not None
+            and created_at.tzinfo is not None
+            and type(priority) is int
+            and type(error_count) is int
+            and (timeout is None or type(timeout) is float)
+        ):
+            # The common case (PostgreSQL hands typed values): nothing to convert or check.
+            return cls(
+                row["id"],
+                row["name"],
+                row["payload"],
+                row["queue"],
+                priority,
+                run_at,
+                created_at,
+                row["context"] or "",
+                error_count,
+                timeout,
+            )
+        return cls._converted(row)
+
+    @classmethod
+    def _converted(cls, row: Mapping[str, Any]) -> ClaimedJob:
+        """Build a claimed job from values stored as text (SQLite), noting what cannot be read."""
         problems: list[str] = []
 
         def time_of(column: str) -> datetime:

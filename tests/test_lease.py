@@ -483,11 +483,11 @@ async def test_a_worker_whose_jobs_use_every_connection_of_its_role_keeps_its_le
     await add(admin, enqueue(HogConnections()))
     tasks = [asyncio.create_task(limited.run()), asyncio.create_task(other.run())]
     try:
-        await wait_until(condition(lambda: hog.exhausted.is_set()), timeout=10)
+        await wait_until(condition(lambda: hog.exhausted.is_set()), timeout=30)
         await asyncio.sleep(2.5)  # past the heartbeat timeout, with the role at its limit
         assert limited.lease.is_fresh()
         hog.release.set()
-        await wait_until(lambda: _no_jobs(admin), timeout=10)
+        await wait_until(lambda: _no_jobs(admin), timeout=30)
     finally:
         hog.release.set()
         for worker, task in zip((limited, other), tasks, strict=True):

@@ -94,8 +94,12 @@ class Maintenance:
             strays = held - self._runner.held_ids(holder) - self._recorder.pending_ids()
             if strays:
                 released = await self._store.release_jobs(worker_id=holder, job_ids=list(strays))
-                self.released_strays += released
-                logger.warning("released jobs this worker held but was not running", count=released)
+                # A job may end between the two reads (its row deleted or retried meanwhile).
+                if released:
+                    self.released_strays += released
+                    logger.warning(
+                        "released jobs this worker held but was not running", count=released
+                    )
 
     async def dead_letter_cancelled(self) -> None:
         """Move cancelled jobs that no worker runs to the dead-letter table, one at a time."""

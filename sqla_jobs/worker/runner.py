@@ -16,7 +16,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -34,26 +33,29 @@ from sqla_jobs.worker.recorder import OutcomeRecorder
 MAX_KEPT_FAILURES = 100
 
 
-@dataclass(eq=False)
 class RunningJob:
     """A claimed job this worker runs, under the lease id (`owner`) that claimed it."""
 
-    job: ClaimedJob
-    owner: str
-    task: asyncio.Task[None] | None = None
-    thread: concurrent.futures.Future[Any] | None = None
-    cancel_reason: str | None = None
-    is_disowned: bool = False
-    """The lease that claimed it was lost: another worker may run it now."""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the job's code has returned (its thread included)."""
+    # One per job run: slots keep it small and quick to make.
+    __slots__ = ("cancel_reason", "code_returned", "is_disowned", "job", "owner", "task", "thread")
+
+    def __init__(self, job: ClaimedJob, owner: str) -> None:
+        self.job = job
+        self.owner = owner
+        self.task: asyncio.Task[None] | None = None
+        self.thread: concurrent.futures.Future[Any] | None = None
+        self.cancel_reason: str | None = None
+        self.is_disowned = False
+        """The lease that claimed it was lost: another worker may run it now."""
+        self.code_returned = False
+        """Whether the job's code has returned (its thread included)."""
 
     @property
     def code_is_running(self) -> bool:
         """Tell whether the job's own code may still be running (a task or a thread)."""
         if self.thread is not None and not self.thread.done():
             return True
-        return not self.done.is_set()
+        return not self.code_returned
 
 
 class JobRunner:
@@ -81,6 +83,7 @@ class JobRunner:
         self._on_slot_freed = on_slot_freed
         self._jobs: dict[uuid.UUID, RunningJob] = {}
         self._slots: set[asyncio.Task[None]] = set()
+        self._runs: dict[asyncio.Task[None], RunningJob] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         self._sync_engine_lock = threading.Lock()
@@ -118,17 +121,18 @@ class JobRunner:
                 self._store.release_jobs(worker_id=owner, job_ids=[job.id])
             )
             return
-        run = RunningJob(job=job, owner=owner)
+        run = RunningJob(job, owner)
         self._jobs[job.id] = run
-        task = asyncio.create_task(self._process(run), name=f"sqla_jobs:{job.name}:{job.id}")
+        task = asyncio.create_task(self._process(run))
         run.task = task
+        self._runs[task] = run
         self._slots.add(task)
-        task.add_done_callback(partial(self._slot_freed, run))
+        task.add_done_callback(self._slot_freed)
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> None:
         """Cancel job `job_id` on request, if it runs here and is not being cancelled already."""
         run = self._jobs.get(job_id)
-        if run is None or run.task is None or run.cancel_reason is not None or run.done.is_set():
+        if run is None or run.task is None or run.cancel_reason is not None or run.code_returned:
             return
         run.cancel_reason = reason
         run.task.cancel()
@@ -140,7 +144,7 @@ class JobRunner:
         is recorded as usual when it returns (the worker keeps its lease meanwhile).
         """
         for run in self._jobs.values():
-            if run.task is not None and run.thread is None and not run.done.is_set():
+            if run.task is not None and run.thread is None and not run.code_returned:
                 run.task.cancel()
 
     def disown(self, owner: str) -> None:
@@ -179,8 +183,9 @@ class JobRunner:
         if engine is not None:
             await asyncio.to_thread(engine.dispose)
 
-    def _slot_freed(self, run: RunningJob, task: asyncio.Task[None]) -> None:
+    def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self._slots.discard(task)
+        run = self._runs.pop(task)
         if self._jobs.get(run.job.id) is run and not run.code_is_running:
             del self._jobs[run.job.id]
         self.jobs_processed += 1
@@ -218,7 +223,7 @@ class JobRunner:
                 if run.cancel_reason is None:
                     # Shutdown: the lock is released only once the job's code has returned.
                     await self._until_code_returns(run)
-                    run.done.set()
+                    run.code_returned = True
                     logger.warning("job cancelled by shutdown")
                     raise
                 # Cancelled on request: dead-letter it now, but keep the slot until a thread
@@ -228,9 +233,9 @@ class JobRunner:
                 outcome = cancelled_outcome(run.cancel_reason, is_completed=ctx.is_completed)
                 await self._finish(run, outcome)
                 await self._until_code_returns(run)
-                run.done.set()
+                run.code_returned = True
                 return
-            run.done.set()
+            run.code_returned = True
             await self._finish(run, outcome)
 
     async def _finish(self, run: RunningJob, outcome: Outcome) -> None:

@@ -105,19 +105,17 @@ class Shutdown:
 
     async def _wait(self, limit: timedelta) -> None:
         """Wait up to `limit` for every job's code to return, or for a forced stop."""
-        runs = list(self._runner.code_running())
-        if not runs:
+        tasks = [run.task for run in self._runner.code_running() if run.task is not None]
+        if not tasks:
             return
-        waiters = [asyncio.ensure_future(run.done.wait()) for run in runs]
         forced = asyncio.ensure_future(self._runner.forced.wait())
+        everything = asyncio.ensure_future(asyncio.wait(tasks))
         try:
-            everything = asyncio.ensure_future(asyncio.wait(waiters))
             await asyncio.wait(
                 [everything, forced],
                 timeout=limit.total_seconds(),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            everything.cancel()
         finally:
-            for waiter in [*waiters, forced]:
-                waiter.cancel()
+            everything.cancel()
+            forced.cancel()
