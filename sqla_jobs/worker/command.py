@@ -25,7 +25,7 @@ from sqla_jobs.supervisor import Supervisor
 from sqla_jobs.tasks import Task, is_concrete
 from sqla_jobs.urls import checked_url, display_url
 from sqla_jobs.worker import Worker
-from sqla_jobs.worker.preflight import check_database
+from sqla_jobs.worker.preflight import StoppedWhileWaiting, check_database
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
 from sqla_jobs.worker_options import describe_errors
@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         logger.error("cannot start the worker", error=str(exc))
         return 1
+    except StoppedWhileWaiting:
+        logger.info("signal received while waiting for the database; not starting")
+        return 0
     if settings.processes > 1:
         command = [sys.executable, "-m", "sqla_jobs.worker", *child_arguments(args)]
         return Supervisor(command, settings.processes).run()

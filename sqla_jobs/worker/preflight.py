@@ -9,6 +9,8 @@ version's head stops the command at once, with one sentence saying what to do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from datetime import timedelta
 
@@ -31,6 +33,10 @@ class StartupError(ConfigurationError):
     """The worker cannot start; the message says why, in one sentence."""
 
 
+class StoppedWhileWaiting(Exception):
+    """SIGTERM or SIGINT arrived while the command waited for the database: nothing to clean up."""
+
+
 def check_database(url: URL, *, startup_timeout: timedelta) -> None:
     """Wait for the database at `url` to answer, then check its sqla_jobs schema is at head.
 
@@ -42,6 +48,21 @@ def check_database(url: URL, *, startup_timeout: timedelta) -> None:
 
 
 async def _wait_for_database(url: URL, startup_timeout: timedelta) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        await _connect_when_up(url, startup_timeout, stop)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _connect_when_up(url: URL, startup_timeout: timedelta, stop: asyncio.Event) -> None:
     engine = create_engine(url, poolclass=NullPool)
     deadline = time.monotonic() + startup_timeout.total_seconds()
     attempt = 0
@@ -68,7 +89,10 @@ async def _wait_for_database(url: URL, startup_timeout: timedelta) -> None:
                     attempt=attempt,
                     error=reason,
                 )
-                await asyncio.sleep(RETRY_EVERY.total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RETRY_EVERY.total_seconds())
+                if stop.is_set():
+                    raise StoppedWhileWaiting from None
     finally:
         await engine.dispose()
 
