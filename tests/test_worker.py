@@ -18,6 +18,7 @@ from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.execution import MAX_ERROR_CHARS
 from sqla_jobs.models import WorkerRecord
+from sqla_jobs.worker import maintenance
 from tests.helpers import TestDatabase, wait_until
 
 ran: list[tuple[str, Any]] = []
@@ -620,3 +621,23 @@ async def test_several_workers_run_each_job_exactly_once(
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+async def test_successes_are_summarised_at_info_not_logged_one_by_one(
+    database: TestDatabase, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "SUMMARY_INTERVAL", timedelta(0))
+    await add(engine, *(enqueue(Record(label=str(n))) for n in range(3)))
+    records: list[Any] = []
+    sink = logger.add(lambda message: records.append(message.record), level="INFO")
+    logger.enable("sqla_jobs")
+    try:
+        worker = make_worker(database)
+        await worker.run_until_idle()
+        await worker.maintenance.summarise()
+    finally:
+        logger.disable("sqla_jobs")
+        logger.remove(sink)
+    assert not any(r["message"] == "job completed" for r in records)
+    summaries = [r["extra"] for r in records if r["message"] == "jobs finished"]
+    assert sum(summary.get("Completed", 0) for summary in summaries) == 3

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -22,6 +24,8 @@ from sqla_jobs.worker.rescuer import Rescuer
 from sqla_jobs.worker.runner import JobRunner
 
 CANCEL_BATCH = 100
+# Successes are logged per job at DEBUG only; INFO gets one line of counts this often.
+SUMMARY_INTERVAL = timedelta(seconds=60)
 
 
 class Maintenance:
@@ -45,6 +49,8 @@ class Maintenance:
         self._rescuer = rescuer
         self._claim_lock = claim_lock
         self._interval = interval
+        self._started_at = self._summarised_at = time.monotonic()
+        self._summarised_counts: Counter[str] = Counter()
         self.released_strays = 0
         """Jobs found locked by this worker that it was not running, released since it started."""
 
@@ -63,6 +69,7 @@ class Maintenance:
             ("rescuing jobs", self._rescuer.rescue),
             ("dead-lettering cancelled jobs", self.dead_letter_cancelled),
             ("refreshing statistics", self.refresh_statistics),
+            ("summarising", self.summarise),
         ]
         for what, duty in duties:
             try:
@@ -117,6 +124,17 @@ class Maintenance:
                 continue
             if moved:
                 logger.warning("cancelled job dead-lettered", job_id=str(job_id))
+
+    async def summarise(self) -> None:
+        """Log, at most every `SUMMARY_INTERVAL`, how many jobs ended each way since the last."""
+        now = time.monotonic()
+        if now - self._summarised_at < SUMMARY_INTERVAL.total_seconds():
+            return
+        counts = self._runner.outcomes - self._summarised_counts
+        self._summarised_at, self._summarised_counts = now, self._runner.outcomes.copy()
+        if counts:
+            logger.info("jobs finished", seconds=round(now - self._started_at), **counts)
+        self._started_at = now
 
     async def refresh_statistics(self) -> None:
         """ANALYZE the job table when it outgrew the planner's statistics (after a bulk load)."""
