@@ -22,6 +22,8 @@ from .errors import SqlaJobsError as SqlaJobsError
 from .errors import UnknownTaskError as UnknownTaskError
 from .models import DeadLetterJob as DeadLetterJob
 from .models import Job as Job
+from .periodic import Periodic as Periodic
+from .periodic import periodic as periodic
 from .settings import Settings as Settings
 from .tasks import Task as Task
 from .worker import Worker as Worker
@@ -34,6 +36,7 @@ __all__ = [
     "Job",
     "JobContext",
     "PayloadError",
+    "Periodic",
     "Settings",
     "SqlaJobsError",
     "Task",
@@ -42,6 +45,7 @@ __all__ = [
     "enqueue",
     "enqueue_bulk",
     "enqueue_many",
+    "periodic",
 ]
 
 __version__ = "0.1.0"

@@ -1,16 +1,20 @@
 """Command line: argument parsing only; the work is done by the modules it calls.
 
 ``python -m sqla_jobs worker --import myapp.tasks`` (or ``python -m sqla_jobs.worker``) runs a
-worker; ``python -m sqla_jobs migrate`` applies the shipped migrations.
+worker; ``python -m sqla_jobs migrate`` applies the shipped migrations; ``python -m sqla_jobs
+periodic list --import myapp.tasks`` lists the periodic schedules and their next run times.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from . import log
 from .errors import ConfigurationError
+from .periodic import format_schedules, registered_schedules
 from .worker import command as worker_command
 
 
@@ -23,10 +27,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--revision", default="heads", help="target revision (default: heads)")
     worker = commands.add_parser("worker", help="run a worker (same as python -m sqla_jobs.worker)")
     worker_command.add_arguments(worker)
+    periodic = commands.add_parser("periodic", help="inspect periodic schedules")
+    periodic_commands = periodic.add_subparsers(dest="periodic_command", required=True)
+    periodic_list = periodic_commands.add_parser(
+        "list", help="show each schedule and its next run times"
+    )
+    periodic_list.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE so its schedules register (repeatable)",
+    )
+    periodic_list.add_argument(
+        "--count", type=int, default=5, help="run times shown per schedule (default: 5)"
+    )
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "periodic":
+        return _list_periodic(args)
     return worker_command.run(args)
+
+
+def _list_periodic(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("--count must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        worker_command.import_modules(args.imports)
+    except ConfigurationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    schedules = list(registered_schedules().values())
+    print(format_schedules(schedules, now=datetime.now(UTC), count=args.count), end="")
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

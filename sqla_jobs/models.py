@@ -168,3 +168,24 @@ class DeadLetterJob(Base):
 
     def __repr__(self) -> str:
         return f"<DeadLetterJob {self.id} {self.name!r} original={self.original_job_id}>"
+
+
+class PeriodicSlot(Base):
+    """A slot of a periodic schedule whose job was enqueued: at most one row per slot.
+
+    Inserted in the transaction that inserts the slot's job; its primary key is what lets one
+    worker, and only one, enqueue each slot (see `sqla_jobs.worker.scheduler`). Workers prune
+    old rows, keeping each schedule's latest.
+    """
+
+    __tablename__ = "sqla_jobs_periodic_slot"
+
+    schedule: Mapped[str] = mapped_column(String(255), primary_key=True)
+    slot_at: Mapped[datetime] = mapped_column(primary_key=True)
+    """The instant the slot was due (UTC)."""
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    """The job enqueued for the slot (it may since have run and been deleted)."""
+    enqueued_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    def __repr__(self) -> str:
+        return f"<PeriodicSlot {self.schedule!r} {self.slot_at.isoformat()}>"

@@ -14,6 +14,7 @@ def test_all_is_pinned() -> None:
         "Job",
         "JobContext",
         "PayloadError",
+        "Periodic",
         "Settings",
         "SqlaJobsError",
         "Task",
@@ -22,6 +23,7 @@ def test_all_is_pinned() -> None:
         "enqueue",
         "enqueue_bulk",
         "enqueue_many",
+        "periodic",
     ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from sqlalchemy import Delete, Engine, Update, bindparam
@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import JobStatements, statements_for
+from sqla_jobs.dialects.insert_rows import InsertJobRows
+from sqla_jobs.dialects.slots import SlotStatements
 from sqla_jobs.engine import create_engine, create_sync_engine
+from sqla_jobs.enqueue import JobRow
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.execution import DeadLetter, Retry
 
@@ -46,6 +49,7 @@ class JobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.statements: JobStatements = statements_for(engine.dialect.name)
+        self.slots = SlotStatements(engine.dialect.name)
         # One statement is atomic on its own: without BEGIN/COMMIT around it, it costs one
         # round trip instead of three.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -189,6 +193,42 @@ class JobStore:
                 return False
             await connection.execute(self.statements.analyze_jobs())
             return True
+
+    async def database_now(self) -> datetime:
+        """Return the database's current time."""
+        async with self._autocommit.connect() as connection:
+            now = await connection.scalar(self.slots.database_now())
+        assert now is not None
+        return now
+
+    async def latest_slots(self, *, schedules: Sequence[str]) -> dict[str, datetime]:
+        """Return the latest recorded slot of each of `schedules` that has one."""
+        statement = self.slots.latest_slots(schedules=schedules)
+        async with self._autocommit.connect() as connection:
+            return {name: slot_at for name, slot_at in await connection.execute(statement)}
+
+    async def enqueue_slot(self, *, schedule: str, slot_at: datetime, row: JobRow) -> bool:
+        """Record slot `slot_at` of `schedule` and insert its job `row`, in one transaction.
+
+        Returns False, inserting nothing, when the slot (or a later one) is recorded already:
+        another worker enqueued it.
+        """
+        record = self.slots.insert_slot(
+            schedule=schedule, slot_at=slot_at, job_id=uuid.UUID(row.id)
+        )
+        async with self.engine.begin() as connection:
+            # The slot row first: until this transaction ends, it holds the slot's key, so the
+            # job is inserted by whichever transaction recorded the slot, and by no other.
+            if (await connection.execute(record)).rowcount != 1:
+                return False
+            await connection.execute(InsertJobRows([row], run_at=None, delay_seconds=None))
+            return True
+
+    async def prune_slots(self, *, schedules: Sequence[str], before: datetime) -> int:
+        """Delete the slots of `schedules` older than `before` but each one's latest."""
+        statement = self.slots.prune_slots(schedules=schedules, before=before)
+        async with self._autocommit.connect() as connection:
+            return (await connection.execute(statement)).rowcount
 
     async def dispose(self) -> None:
         """Close the engine's connections."""

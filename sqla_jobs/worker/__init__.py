@@ -3,8 +3,9 @@
 Data flows one way: the claim loop (`claim_loop`) claims rows under the worker's lease (`lease`)
 → the runner (`runner`) runs each job (`execution` decides its outcome) → the recorder
 (`recorder`) writes the outcome back through the store. Beside them, `maintenance` (with the
-`rescuer`) runs at each heartbeat, the store's listener wakes the claim loop on NOTIFY, and
-`shutdown` stops everything in order. This module only builds and wires those parts.
+`rescuer`) runs at each heartbeat, the `scheduler` enqueues periodic jobs, the store's listener
+wakes the claim loop on NOTIFY, and `shutdown` stops everything in order. This module only
+builds and wires those parts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
+from sqla_jobs.periodic import Periodic, checked_schedules, registered_schedules
 from sqla_jobs.settings import Settings
 from sqla_jobs.store import JobStore, create_worker_engine
 from sqla_jobs.store.listener import Listener
@@ -35,6 +37,7 @@ from sqla_jobs.worker.maintenance import Maintenance
 from sqla_jobs.worker.recorder import OutcomeRecorder
 from sqla_jobs.worker.rescuer import Rescuer
 from sqla_jobs.worker.runner import JobRunner
+from sqla_jobs.worker.scheduler import Scheduler
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.shutdown import Shutdown
 from sqla_jobs.worker_options import WorkerOptions
@@ -47,7 +50,9 @@ class Worker:
 
     `engine_or_url` is an `AsyncEngine` or a URL (plain ``postgresql://`` URLs run on asyncpg).
     `tasks` defaults to every registered `Task`; `queues` to the queues of those tasks. `state`
-    is handed to every job as `ctx.state`. The other options are those of `WorkerOptions`.
+    is handed to every job as `ctx.state`. `periodic` lists the schedules this worker enqueues
+    (see `sqla_jobs.periodic`); it defaults to the registered schedules of the tasks in `tasks`.
+    The other options are those of `WorkerOptions`.
 
     >>> worker = Worker("postgresql://app@db/app", concurrency=20, state=clients)
     >>> await worker.run()            # until worker.stop(), SIGTERM or SIGINT
@@ -69,6 +74,7 @@ class Worker:
         heartbeat_timeout: timedelta = _UNSET,
         worker_id: str | None = None,
         handle_signals: bool = True,
+        periodic: Iterable[Periodic] | None = None,
     ) -> None:
         given = dict(concurrency=concurrency, poll_interval=poll_interval, max_retries=max_retries)
         given |= dict(shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval)
@@ -87,6 +93,11 @@ class Worker:
             else create_worker_engine(engine_or_url, concurrency=options.concurrency)
         )
         self.state = state
+        self.schedules = (
+            checked_schedules(periodic)
+            if periodic is not None
+            else tuple(s for s in registered_schedules().values() if s.task_name in self.tasks)
+        )
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.handle_signals = handle_signals
         self._stopping = asyncio.Event()
@@ -160,6 +171,7 @@ class Worker:
             claim_lock=self.claim_loop.lock,
             interval=options.heartbeat_interval,
         )
+        self.scheduler = Scheduler(self.store, schedules=self.schedules, on_enqueued=self._wake)
         self._listener: Listener | None = None
         self._exit_code = 0
 
@@ -220,6 +232,7 @@ class Worker:
         """Run every job that is due (including ones those jobs enqueue), then return.
 
         Returns the number of jobs processed, whatever their outcome (see `outcomes`).
+        Periodic schedules are not run: their jobs are enqueued by `run()` only.
         """
         before = self.jobs_processed
         await self._serve(until_idle=True)
@@ -237,6 +250,8 @@ class Worker:
         unsubscribe = wakeup.subscribe(self.claim_loop.wake)
         await self.lease.start()
         helpers.append(asyncio.create_task(self.maintenance.run(self._stopping)))
+        if not until_idle:
+            helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
         handles_signals = self.handle_signals and not until_idle
         remove_handlers = signals.install(self, self._stopping) if handles_signals else _no_op
         logger.info(
