@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from . import log
 from .errors import ConfigurationError
-from .periodic import format_schedules, registered_schedules
+from .periodic_listing import format_schedules, registered_schedules
 from .worker import command as worker_command
 
 

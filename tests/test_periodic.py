@@ -17,10 +17,10 @@ from sqla_jobs.periodic import (
     Periodic,
     build_periodic,
     checked_schedules,
-    format_schedules,
     registered_schedules,
     unregister,
 )
+from sqla_jobs.periodic_listing import format_schedules
 from tests.processes import REPO
 
 

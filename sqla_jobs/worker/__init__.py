@@ -26,18 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqla_jobs import wakeup
 from sqla_jobs.periodic import Periodic, checked_schedules, registered_schedules
 from sqla_jobs.settings import Settings
-from sqla_jobs.store import JobStore, create_worker_engine
+from sqla_jobs.store import create_worker_engine
 from sqla_jobs.store.listener import Listener
 from sqla_jobs.tasks import Task
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker import signals
-from sqla_jobs.worker.claim_loop import ClaimLoop
-from sqla_jobs.worker.lease import Lease
-from sqla_jobs.worker.maintenance import Maintenance
-from sqla_jobs.worker.recorder import OutcomeRecorder
-from sqla_jobs.worker.rescuer import Rescuer
-from sqla_jobs.worker.runner import JobRunner
-from sqla_jobs.worker.scheduler import Scheduler
+from sqla_jobs.worker.assembly import assemble
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.shutdown import Shutdown
 from sqla_jobs.worker_options import WorkerOptions
@@ -127,51 +121,19 @@ class Worker:
         )
 
     def _build(self) -> None:
-        options = self.options
-        self.store = JobStore(self.engine)
-        self.lease = Lease(
-            url=self.engine.url,
-            worker_id=self.id,
-            queues=self.queues,
-            interval=options.heartbeat_interval,
-            timeout=options.heartbeat_timeout,
+        parts = assemble(self, stopping=self._stopping, wake=self._wake)
+        self.store, self.lease, self.recorder, self.runner = (
+            parts.store,
+            parts.lease,
+            parts.recorder,
+            parts.runner,
         )
-        self.recorder = OutcomeRecorder(self.store)
-        self.runner = JobRunner(
-            store=self.store,
-            recorder=self.recorder,
-            tasks=self.tasks,
-            state=self.state,
-            concurrency=options.concurrency,
-            default_max_retries=options.max_retries,
-            worker_id=self.id,
-            on_slot_freed=self._wake,
+        self.claim_loop, self.rescuer, self.maintenance, self.scheduler = (
+            parts.claim_loop,
+            parts.rescuer,
+            parts.maintenance,
+            parts.scheduler,
         )
-        self.lease.on_lost = self.runner.disown
-        self.claim_loop = ClaimLoop(
-            self.store,
-            runner=self.runner,
-            lease=self.lease,
-            queues=self.queues,
-            poll_interval=options.poll_interval,
-            stopping=self._stopping,
-        )
-        self.rescuer = Rescuer(
-            self.store,
-            tasks=self.tasks,
-            heartbeat_timeout=options.heartbeat_timeout,
-            default_max_retries=options.max_retries,
-        )
-        self.maintenance = Maintenance(
-            self.store,
-            lease=self.lease,
-            runner=self.runner,
-            recorder=self.recorder,
-            rescuer=self.rescuer,
-            claim_lock=self.claim_loop.lock,
-            interval=options.heartbeat_interval,
-        )
-        self.scheduler = Scheduler(self.store, schedules=self.schedules, on_enqueued=self._wake)
         self._listener: Listener | None = None
         self._exit_code = 0
 
