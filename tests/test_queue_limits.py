@@ -9,6 +9,7 @@ UPDATE under the write lock).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -25,6 +26,7 @@ from sqla_jobs.admin import remove_queue_limit, set_queue_limit
 from sqla_jobs.dialects import statements_for
 from sqla_jobs.models import QueueLimit
 from sqla_jobs.store import JobStore
+from sqla_jobs.worker.command import add_arguments, child_arguments, settings_from
 from sqla_jobs.worker_options import WorkerOptions
 from tests.cli_tasks import Timed, ledger_metadata, spans
 from tests.helpers import TestDatabase, wait_until
@@ -162,7 +164,8 @@ async def test_a_removed_limit_lets_the_queue_run_freely(
     store = JobStore(engine)
     assert len(await store.claim(worker_id="w", queues=["payments"], limit=10)) == 1
     async with AsyncSession(engine) as session:
-        assert (await session.execute(remove_queue_limit("payments"))).rowcount == 1
+        removed = await session.execute(remove_queue_limit("payments"))
+        assert removed.rowcount == 1  # type: ignore[attr-defined]  # a CursorResult
         await session.commit()
     # The store still believes the queue is limited: its claim finds no limit row and goes on.
     assert len(await store.claim(worker_id="w", queues=["payments"], limit=10)) == 4
@@ -226,8 +229,10 @@ async def test_set_queue_limit_replaces_the_previous_limit(
     await set_limit(engine, "payments", 3)
     assert await limit_of(engine, "payments") == 3
     async with AsyncSession(engine) as session:
-        assert (await session.execute(remove_queue_limit("payments"))).rowcount == 1
-        assert (await session.execute(remove_queue_limit("payments"))).rowcount == 0
+        removed = await session.execute(remove_queue_limit("payments"))
+        assert removed.rowcount == 1  # type: ignore[attr-defined]  # a CursorResult
+        removed = await session.execute(remove_queue_limit("payments"))
+        assert removed.rowcount == 0  # type: ignore[attr-defined]  # a CursorResult
         await session.commit()
     assert await limit_of(engine, "payments") is None
 
@@ -378,3 +383,17 @@ async def test_four_processes_never_run_more_than_the_limit_at_once(
     async with AsyncSession(ledger_engine) as session:
         rows = (await session.execute(select(spans.c.started_at, spans.c.finished_at))).all()
     assert most_at_once([(start, end) for start, end in rows]) == 2
+
+
+def test_the_command_reads_per_queue_slots_and_limits_and_passes_them_to_its_children() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--queues", "mail=5,default=20", "--queue-limits", "payments=2"])
+    settings = settings_from(args)
+    assert settings.worker_options().queue_concurrency == {"mail": 5, "default": 20}
+    assert settings.queue_limits == {"payments": 2}
+    children = child_arguments(args)
+    assert children[children.index("--queues") + 1] == "mail=5,default=20"
+    assert children[children.index("--queue-limits") + 1] == "payments=2"
+    with pytest.raises(ConfigurationError, match="queues: queue must be a non-empty string"):
+        settings_from(parser.parse_args(["--queues", "mail=5,=3"]))
