@@ -1,4 +1,5 @@
-"""The ORM models: `Job` (a pending or running job) and `DeadLetterJob` (one that gave up).
+"""The ORM models: `Job` (a pending or running job), `DeadLetterJob` (one that gave up), and
+`QueueLimit` (a queue's cluster-wide cap on running jobs).
 
 A job's life is its row: inserted by `enqueue()` in the application's transaction, locked by a
 worker (`locked_by`, `locked_at`), then deleted on success, rescheduled on failure, or moved to
@@ -11,7 +12,20 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DDL, JSON, Float, Index, Integer, MetaData, String, Text, Uuid, event, text
+from sqlalchemy import (
+    DDL,
+    JSON,
+    CheckConstraint,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.ddl import ExecutableDDLElement
@@ -189,3 +203,22 @@ class PeriodicSlot(Base):
 
     def __repr__(self) -> str:
         return f"<PeriodicSlot {self.schedule!r} {self.slot_at.isoformat()}>"
+
+
+class QueueLimit(Base):
+    """At most `max_running` jobs of `queue` run at once, across every worker on every host.
+
+    Enforced by the claim (see `JobStore.claim`); set with `admin.set_queue_limit`, or by a
+    worker started with ``queue_limits``. A queue without a row has no such limit.
+    """
+
+    __tablename__ = "sqla_jobs_queue_limit"
+
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    max_running: Mapped[int] = mapped_column(Integer)
+    """0 pauses the queue: no new job of it starts anywhere."""
+
+    __table_args__ = (CheckConstraint("max_running >= 0", name="max_running_not_negative"),)
+
+    def __repr__(self) -> str:
+        return f"<QueueLimit {self.queue!r} max_running={self.max_running}>"

@@ -8,7 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .worker_options import PositiveDuration, QueueNames, WorkerOptionFields, WorkerOptions
+from .worker_options import (
+    PositiveDuration,
+    QueueLimits,
+    Queues,
+    WorkerOptionFields,
+    WorkerOptions,
+)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///sqla_jobs.db"
 
@@ -32,8 +38,11 @@ class Settings(WorkerOptionFields, BaseSettings):
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     """Plain ``postgresql://`` URLs run on asyncpg, ``sqlite://`` ones on aiosqlite."""
-    queues: Annotated[QueueNames, NoDecode] = ()
-    """Queues to serve (comma-separated in the environment); empty: the queues of the tasks."""
+    queues: Annotated[Queues, NoDecode] = ()
+    """Queues to serve, comma-separated in the environment: ``mail,default`` (one pool of
+    `concurrency` slots) or ``mail=5,default=20`` (slots of their own); empty: the tasks' queues."""
+    queue_limits: Annotated[QueueLimits, NoDecode] = Field(default_factory=dict)
+    """Cluster-wide limits of running jobs, ``payments=2,mail=10``, stored at worker start."""
     processes: int = Field(default=1, ge=1, le=256)
     """Worker processes run under one supervisor; each runs `concurrency` jobs at once."""
     imports: CommaSeparated = Field(default_factory=list)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from functools import cache
 
-from sqlalchemy import Column, Integer, MetaData, Table, Text, func, insert, select
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import JobContext, Task
@@ -24,6 +25,17 @@ ledger = Table(
     Column("key", Text, nullable=False),
     Column("event", Text, nullable=False),
     Column("pid", Integer, nullable=False),
+)
+
+spans = Table(
+    "test_spans",
+    ledger_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    # time.time() of the one host the test's processes share.
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
 )
 
 
@@ -73,3 +85,21 @@ class HangOnce(Task, name="tests.cli.hang_once"):
         if await count(self.key, "started") == 1:
             await asyncio.sleep(300)
         await write(self.key, "finished")
+
+
+class Timed(Task, name="tests.cli.timed", queue="payments"):
+    """Sleep, then record when the job's code started and finished."""
+
+    key: str
+    seconds: float
+
+    async def run(self, ctx: JobContext) -> None:
+        started_at = time.time()
+        await asyncio.sleep(self.seconds)
+        finished_at = time.time()
+        async with _engine().begin() as connection:
+            await connection.execute(
+                insert(spans).values(
+                    key=self.key, pid=os.getpid(), started_at=started_at, finished_at=finished_at
+                )
+            )

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, literal, text
+from sqlalchemy import Connection, Engine, create_engine, insert, literal, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqla_jobs import JobContext, Task, Worker, enqueue_many
 from sqla_jobs.dialects.postgresql import PostgreSQLStatements
 from sqla_jobs.dialects.sqlite import SQLiteStatements
+from sqla_jobs.models import QueueLimit
 from tests.conftest import PostgresServer
 from tests.helpers import TestDatabase, wait_until
 
@@ -231,6 +232,49 @@ def test_the_claim_reads_its_partial_index_in_order_and_stops_after_limit(
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom_plan", "generic_plan"])
+def test_a_claim_with_per_queue_limits_reads_each_queue_up_to_its_own_limit(
+    scenario: Scenario, generic: bool
+) -> None:
+    """Per-queue slots: each queue's read stops at its own limit (0: it reads nothing)."""
+    limits = {queue: [3, 0, 5][n % 3] for n, queue in enumerate(scenario.queues)}
+    statement = PostgreSQLStatements().claim_jobs(
+        worker_id="w", queues=scenario.queues, limit=LIMIT, limits=limits
+    )
+    with scenario.engine.connect() as connection:
+        top = explain(connection, statement, generic=generic)
+        connection.rollback()
+    assert top["Actual Rows"] == sum(limits.values()), describe(top)
+    assert_reads_in_order(
+        top, index=CLAIM_INDEX, scans=len(scenario.queues), rows=sum(limits.values())
+    )
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom_plan", "generic_plan"])
+def test_a_limited_queues_claim_counts_only_running_jobs_and_reads_its_index_in_order(
+    scenario: Scenario, generic: bool
+) -> None:
+    """The claim of a queue with a cluster-wide limit: lock its row, count, claim."""
+    statements = PostgreSQLStatements()
+    queue = scenario.queues[0]
+    with scenario.engine.connect() as connection:
+        connection.execute(insert(QueueLimit).values(queue=queue, max_running=LIMIT))
+        connection.execute(statements.lock_queue_limit(queue=queue))
+        count = explain(connection, statements.running_jobs(queue=queue), generic=generic)
+        claim = explain(
+            connection,
+            statements.claim_limited_jobs(worker_id="w", queue=queue, limit=LIMIT),
+            generic=generic,
+        )
+        connection.rollback()
+    # The count reads the index of running jobs only: the backlog costs it nothing.
+    assert any(n.get("Index Name") == "ix_sqla_jobs_job_locked_by" for n in nodes(count))
+    assert all(n["Node Type"] != "Seq Scan" for n in nodes(count)), describe(count)
+    assert count["Shared Hit Blocks"] + count["Shared Read Blocks"] <= 20, describe(count)
+    assert claim["Actual Rows"] == LIMIT, describe(claim)
+    assert_reads_in_order(claim, index=CLAIM_INDEX, scans=1, rows=LIMIT)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom_plan", "generic_plan"])
 def test_next_due_probes_its_partial_index_once_per_queue(
     scenario: Scenario, generic: bool
 ) -> None:
@@ -387,5 +431,14 @@ def test_sqlite_reads_the_same_indexes_in_order(
     # Sorted: at most the candidates of several queues' reads, never a queue's jobs.
     assert sum("TEMP B-TREE" in line for line in claim) == (len(queues) > 1), claim
     assert not any(line.startswith("SCAN sqla_jobs_job") for line in claim + next_due)
+    # Each queue's limit: a primary-key probe of its limit row, and a count of its running
+    # jobs (read through the index of running jobs only) that runs only if it has one.
+    limit_probe = (
+        "SEARCH sqla_jobs_queue_limit USING INDEX sqlite_autoindex_sqla_jobs_queue_limit_1"
+    )
+    assert sum(line.startswith(limit_probe) for line in claim) == len(queues), claim
+    count = "SEARCH running USING INDEX ix_sqla_jobs_job_locked_by"
+    assert sum(line.startswith(count) for line in claim) == len(queues), claim
+    assert not any(line.startswith("SCAN running") for line in claim), claim
     probe = f"SEARCH sqla_jobs_job USING INDEX {NEXT_DUE_INDEX} (queue=? AND run_at>?)"
     assert next_due.count(probe) == len(queues), next_due

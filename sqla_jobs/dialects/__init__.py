@@ -7,7 +7,7 @@ a claimed row is guarded by ``locked_by = worker_id``: 0 rows affected means the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -17,16 +17,48 @@ from sqlalchemy.sql.elements import BindParameter
 
 from sqla_jobs.errors import ConfigurationError
 
+from .portable import CLAIM_LIMIT as CLAIM_LIMIT
+from .portable import claim_limit_values as claim_limit_values
+
 
 class JobStatements(Protocol):
     """The statements a worker needs, built for one SQL dialect."""
 
-    def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
-        """Lock up to `limit` due jobs for `worker_id`, best first, and return them.
+    enforces_queue_limits_in_claim: bool
+    """True if `claim_jobs` obeys queue limits itself; else limited queues are claimed with
+    `claim_limited_jobs`, under `lock_queue_limit`, after counting `running_jobs`."""
+
+    def claim_jobs(
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> Update:
+        """Lock up to `limit` due jobs for `worker_id`, best first, and return them; at most
+        `limits[queue]` of a queue (without `limits`: up to `limit` of any).
 
         Due: waiting (unlocked, not cancelled) with `run_at <= now()`, in `queues`. Best first:
-        `priority` descending, then `run_at` (the longest due first), then `id`.
+        `priority` descending, then `run_at` (the longest due first), then `id`. The limits
+        are bind parameters (`claim_limit_values`): pass new values when executing it again.
         """
+        ...
+
+    def claim_limited_jobs(self, *, worker_id: str, queue: str, limit: int) -> Update:
+        """Lock up to `limit` due jobs of `queue`, a queue with a cluster-wide limit."""
+        ...
+
+    def limited_queues(self, *, queues: Sequence[str]) -> Select[str]:
+        """Select those of `queues` that have a cluster-wide limit."""
+        ...
+
+    def lock_queue_limit(self, *, queue: str) -> Select[int]:
+        """Select `queue`'s `max_running`, locking its row until the transaction ends."""
+        ...
+
+    def running_jobs(self, *, queue: str) -> Select[int]:
+        """Select how many jobs of `queue` workers hold."""
         ...
 
     def delete_jobs(

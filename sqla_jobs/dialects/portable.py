@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,13 +11,16 @@ from sqlalchemy import (
     Delete,
     Executable,
     Insert,
+    Integer,
     Select,
     String,
     Text,
     Update,
     Uuid,
+    bindparam,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -30,9 +33,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from sqla_jobs.clock import db_now, db_now_plus
-from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
+from sqla_jobs.models import DeadLetterJob, Job, QueueLimit, WorkerRecord
 
 CLAIMED_COLUMNS = (
     Job.id,
@@ -82,30 +86,66 @@ def claimable(queue: str) -> tuple[ColumnElement[bool], ...]:
     return (Job.queue == queue, *waiting(), Job.run_at <= db_now())
 
 
-def best_claimable(queues: Sequence[str], limit: int) -> list[Select[uuid.UUID, int, datetime]]:
-    """Select, per queue, (id, priority, run_at) of its best `limit` claimable jobs, best first.
+CLAIM_LIMIT = "claim_limit"
+"""The bind parameter of a claim's overall limit; each queue's is ``claim_limit_<index>``."""
+
+
+def claim_limit_values(
+    queues: Sequence[str], limit: int, limits: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Return the values of a claim's limit parameters: `limit` in all, and per queue its entry
+    of `limits` (none: `limit`), never more than `limit`.
+
+    The claim's SQL holds them as bind parameters, so one statement per list of queues serves
+    every combination of free slots, and a prepared statement is reused.
+    """
+    values = {CLAIM_LIMIT: limit}
+    for index, queue in enumerate(queues):
+        wanted = limit if limits is None else limits.get(queue, 0)
+        values[f"{CLAIM_LIMIT}_{index}"] = max(0, min(limit, wanted))
+    return values
+
+
+def claim_limit_parameters(
+    queues: Sequence[str], limit: int, limits: Mapping[str, int] | None = None
+) -> tuple[BindParameter[int], list[BindParameter[int]]]:
+    """Return the bind parameters of a claim's limits (overall, per queue), holding the values
+    of `claim_limit_values` (which the store passes anew at each execution)."""
+    values = claim_limit_values(queues, limit, limits)
+    per_queue = [
+        bindparam(f"{CLAIM_LIMIT}_{index}", values[f"{CLAIM_LIMIT}_{index}"], type_=Integer())
+        for index in range(len(queues))
+    ]
+    return bindparam(CLAIM_LIMIT, limit, type_=Integer()), per_queue
+
+
+def best_claimable(
+    queues: Sequence[str], limits: Sequence[int | ColumnElement[int]]
+) -> list[Select[uuid.UUID, int, datetime]]:
+    """Select, per queue, (id, priority, run_at) of its best `limits[i]` claimable jobs, best
+    first.
 
     One select per queue, each reading ix_sqla_jobs_job_waiting_claim in order from the
-    queue's highest priority and stopping after `limit` entries: a `queue IN (...)` scan
-    could not read one index in order, and would sort every due job of every queue. The
-    entries it walks past are future jobs of a higher priority than the due ones, if any
-    (index entries only, no table rows).
+    queue's highest priority and stopping after its limit: a `queue IN (...)` scan could not
+    read one index in order, and would sort every due job of every queue. The entries it walks
+    past are future jobs of a higher priority than the due ones, if any (index entries only, no
+    table rows). A queue whose limit is 0 reads nothing.
     """
     return [
         select(Job.id, Job.priority, Job.run_at)
         .where(*claimable(queue))
         .order_by(*CLAIM_ORDER)
-        .limit(limit)
-        for queue in queues
+        .limit(queue_limit)
+        for queue, queue_limit in zip(queues, limits, strict=True)
     ]
 
 
 def claim_candidates(
-    per_queue: Sequence[Select[uuid.UUID, int, datetime]], limit: int
+    per_queue: Sequence[Select[uuid.UUID, int, datetime]], limit: int | ColumnElement[int]
 ) -> Select[uuid.UUID]:
     """Select the ids of the best `limit` among the per-queue selects' rows, best first.
 
-    The sort it needs is of those rows only: at most `limit` per queue.
+    The sort it needs is of those rows only: at most each queue's limit.
     """
     # Each arm as a subquery: a LIMITed (and, on PostgreSQL, locking) select cannot stand as a
     # term of UNION ALL itself.
@@ -115,6 +155,24 @@ def claim_candidates(
         select(candidates.c.id)
         .order_by(candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
         .limit(limit)
+    )
+
+
+def has_queue_limit(queue: str) -> ColumnElement[bool]:
+    """Return whether `queue` has a row in sqla_jobs_queue_limit (one primary-key probe)."""
+    return exists().where(QueueLimit.queue == queue)
+
+
+def running_count(queue: str) -> ScalarSelect[int]:
+    """Return the number of jobs of `queue` that a worker holds (read through the small
+    ix_sqla_jobs_job_locked_by, which holds running jobs only)."""
+    running = Job.__table__.alias("running")
+    return (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.queue == queue, running.c.locked_by.is_not(None))
+        .correlate(None)
+        .scalar_subquery()
     )
 
 
@@ -281,6 +339,23 @@ class PortableStatements:
             .where(Job.locked_by.is_(None), Job.cancel_reason.is_not(None))
             .limit(limit)
         )
+
+    def limited_queues(self, *, queues: Sequence[str]) -> Select[str]:
+        """Select those of `queues` that have a cluster-wide limit (a sqla_jobs_queue_limit row)."""
+        return select(QueueLimit.queue).where(QueueLimit.queue.in_(queues))
+
+    def lock_queue_limit(self, *, queue: str) -> Select[int]:
+        """Select `queue`'s `max_running`, locking its row until the transaction ends (no row:
+        no limit).
+
+        On PostgreSQL, every claim of a limited queue takes this lock first, so those claims
+        run one at a time, cluster-wide.
+        """
+        return select(QueueLimit.max_running).where(QueueLimit.queue == queue).with_for_update()
+
+    def running_jobs(self, *, queue: str) -> Select[int]:
+        """Select how many jobs of `queue` workers hold (running, or waiting to be rescued)."""
+        return select(running_count(queue))
 
     def next_due(self, *, queues: Sequence[str]) -> Select[datetime, datetime]:
         """Select the earliest future `run_at` of waiting jobs of `queues` (or NULL), and the

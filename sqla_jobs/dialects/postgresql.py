@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -23,7 +23,14 @@ from sqlalchemy.dialects.postgresql import REGCLASS
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from .portable import CLAIMED_COLUMNS, PortableStatements, best_claimable, claim_candidates
+from .portable import (
+    CLAIMED_COLUMNS,
+    PortableStatements,
+    best_claimable,
+    claim_candidates,
+    claim_limit_parameters,
+    has_queue_limit,
+)
 
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""
@@ -45,21 +52,70 @@ ANALYZE_LOCK = 0x73716C615F6A6F62
 class PostgreSQLStatements(PortableStatements):
     """Statements for PostgreSQL, where many workers on many hosts share one queue."""
 
-    def claim_jobs(self, *, worker_id: str, queues: Sequence[str], limit: int) -> Update:
-        """Lock up to `limit` due jobs for `worker_id`, best first (`CLAIM_ORDER`), and return them.
+    enforces_queue_limits_in_claim = False
+    """A limited queue is claimed apart (`claim_limited_jobs`), under its limit row's lock."""
+
+    def claim_jobs(
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> Update:
+        """Lock up to `limit` due jobs for `worker_id`, best first (`CLAIM_ORDER`), and return them;
+        at most `limits[queue]` of a queue (without `limits`: up to `limit` of any).
 
         SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing
-        behind them. Each queue's best `limit` are read from the claim index in order; with
-        several queues, the best `limit` of those are claimed. The others are locked only
-        until this statement commits (the worker claims in autocommit), and stay unclaimed.
-        The SQL is the same for the same number of queues: queues and limit are parameters.
+        behind them. Each queue's best are read from the claim index in order; with several
+        queues, the best `limit` of those are claimed. The others are locked only until this
+        statement commits (the worker claims in autocommit), and stay unclaimed. The SQL is the
+        same for the same number of queues: queues and limits are parameters.
+
+        A queue with a cluster-wide limit (a sqla_jobs_queue_limit row) is left out, whatever
+        the caller believes: its jobs are claimed by `claim_limited_jobs` only, so no claim
+        that skips the limit's lock can take them.
         """
-        per_queue = [arm.with_for_update(skip_locked=True) for arm in best_claimable(queues, limit)]
+        return self._claim(worker_id, queues, limit, limits, skip_limited=True)
+
+    def claim_limited_jobs(self, *, worker_id: str, queue: str, limit: int) -> Update:
+        """Lock up to `limit` due jobs of `queue` for `worker_id`, best first, and return them.
+
+        Run it in a READ COMMITTED transaction that took `lock_queue_limit(queue)` and then, in a
+        statement of its own, counted `running_jobs(queue)`; `limit` is at most the limit's
+        `max_running` minus that count. That is race-free: every claim of a limited queue holds
+        the limit row's lock from before its count until its commit, so claims of the queue run
+        one after the other, and the count, a statement that starts once the lock is held, sees
+        every claim committed before (READ COMMITTED takes a snapshot per statement). Jobs end
+        without the lock, which only lowers the count.
+        """
+        return self._claim(worker_id, [queue], limit, None, skip_limited=False)
+
+    def _claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        limits: Mapping[str, int] | None,
+        *,
+        skip_limited: bool,
+    ) -> Update:
+        overall, per_queue_limits = claim_limit_parameters(queues, limit, limits)
+        per_queue = [
+            arm.with_for_update(skip_locked=True)
+            for arm in best_claimable(queues, per_queue_limits)
+        ]
+        if skip_limited:
+            # Uncorrelated: evaluated once per arm (an InitPlan), one primary-key probe each.
+            per_queue = [
+                arm.where(~has_queue_limit(queue))
+                for arm, queue in zip(per_queue, queues, strict=True)
+            ]
         if len(per_queue) == 1:
             [arm] = per_queue
             due = arm.with_only_columns(Job.id)
         else:
-            due = claim_candidates(per_queue, limit)
+            due = claim_candidates(per_queue, overall)
         # Materialised so the planner cannot re-run the LIMITed lock per outer row.
         chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
         return (

@@ -15,7 +15,7 @@ import os
 import socket
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
+from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.periodic import Periodic, checked_schedules, registered_schedules
 from sqla_jobs.settings import Settings
 from sqla_jobs.store import create_worker_engine
@@ -43,12 +44,17 @@ class Worker:
     """Run the jobs of a database's queues.
 
     `engine_or_url` is an `AsyncEngine` or a URL (plain ``postgresql://`` URLs run on asyncpg).
-    `tasks` defaults to every registered `Task`; `queues` to the queues of those tasks. `state`
-    is handed to every job as `ctx.state`. `periodic` lists the schedules this worker enqueues
-    (see `sqla_jobs.periodic`); it defaults to the registered schedules of the tasks in `tasks`.
-    The other options are those of `WorkerOptions`.
+    `tasks` defaults to every registered `Task`; `queues` to the queues of those tasks: a list
+    of queues shares `concurrency` slots, while ``{"mail": 5, "default": 20}`` gives each queue
+    slots of its own, so a busy queue never takes another's. `queue_limits` (``{"payments":
+    2}``) are stored in the database at start: no more than that many jobs of the queue run at
+    once across every worker. `state` is handed to every job as `ctx.state`. `periodic` lists
+    the schedules this worker enqueues (see `sqla_jobs.periodic`); it defaults to the
+    registered schedules of the tasks in `tasks`. The other options are those of
+    `WorkerOptions`.
 
     >>> worker = Worker("postgresql://app@db/app", concurrency=20, state=clients)
+    >>> worker = Worker(url, queues={"mail": 5, "default": 20}, queue_limits={"payments": 2})
     >>> await worker.run()            # until worker.stop(), SIGTERM or SIGINT
     >>> await worker.run_until_idle() # or: run every due job, then return
     """
@@ -58,8 +64,9 @@ class Worker:
         engine_or_url: AsyncEngine | str | URL,
         *,
         tasks: Iterable[type[Task]] | None = None,
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str] | Mapping[str, int] | None = None,
         concurrency: int = _UNSET,
+        queue_limits: Mapping[str, int] | None = None,
         state: Any = None,
         poll_interval: timedelta = _UNSET,
         shutdown_timeout: timedelta = _UNSET,
@@ -73,18 +80,28 @@ class Worker:
         given = dict(concurrency=concurrency, poll_interval=poll_interval, max_retries=max_retries)
         given |= dict(shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval)
         given |= dict(heartbeat_timeout=heartbeat_timeout)
+        if queues is not None:
+            if isinstance(queues, str):
+                raise ConfigurationError("queues must be a sequence of queue names, not a string")
+            given["queues"] = queues
+        if queue_limits is not None:
+            given["queue_limits"] = queue_limits
         options = WorkerOptions.checked(**{k: v for k, v in given.items() if v is not _UNSET})
         self.options = options
         self.tasks = task_map(tasks)
+        # Queues given here but empty are a mistake serve_queues names; from settings, empty
+        # means the tasks' queues.
         self.queues = serve_queues(
-            queues if queues is not None else options.queues or None, self.tasks
+            options.queue_names if queues is not None else options.queue_names or None, self.tasks
         )
+        self.queue_concurrency = options.queue_concurrency
+        """Each queue's own slots, or None: the queues share `concurrency` slots."""
         # An engine the caller passed is the caller's to dispose; one made from a URL is ours.
         self._owns_engine = not isinstance(engine_or_url, AsyncEngine)
         self.engine: AsyncEngine = (
             engine_or_url
             if isinstance(engine_or_url, AsyncEngine)
-            else create_worker_engine(engine_or_url, concurrency=options.concurrency)
+            else create_worker_engine(engine_or_url, concurrency=options.total_concurrency)
         )
         self.state = state
         self.schedules = (
@@ -139,8 +156,8 @@ class Worker:
 
     @property
     def concurrency(self) -> int:
-        """Jobs run at once."""
-        return self.options.concurrency
+        """Jobs run at once (with per-queue slots: their sum)."""
+        return self.options.total_concurrency
 
     @property
     def jobs_processed(self) -> int:
@@ -201,6 +218,8 @@ class Worker:
         return self.jobs_processed - before
 
     async def _serve(self, *, until_idle: bool) -> None:
+        # Before the first claim, so that this worker's own claims obey its limits already.
+        await self.store.set_queue_limits(self.options.queue_limits)
         self._stopping.clear()
         self.runner.forced.clear()
         self._exit_code = 0
@@ -222,6 +241,8 @@ class Worker:
             database=display_url(self.engine.url),
             queues=list(self.queues),
             concurrency=self.concurrency,
+            queue_concurrency=self.queue_concurrency,
+            queue_limits=self.options.queue_limits,
             tasks=sorted(self.tasks),
         )
         try:

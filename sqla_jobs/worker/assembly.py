@@ -39,6 +39,8 @@ class WorkerSpec(Protocol):
     def options(self) -> WorkerOptions: ...
     @property
     def schedules(self) -> Sequence[Periodic]: ...
+    @property
+    def queue_concurrency(self) -> Mapping[str, int] | None: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def assemble(spec: WorkerSpec, *, stopping: asyncio.Event, wake: Callable[[], No
         recorder=recorder,
         tasks=spec.tasks,
         state=spec.state,
-        concurrency=options.concurrency,
+        concurrency=options.total_concurrency,
+        queue_concurrency=spec.queue_concurrency,
         default_max_retries=options.max_retries,
         worker_id=spec.id,
         on_slot_freed=wake,

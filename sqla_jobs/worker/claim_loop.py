@@ -115,7 +115,13 @@ class ClaimLoop:
     async def _claim(self, limit: int) -> int:
         async with self.lock:
             owner = self._lease.holder
-            jobs = await self._store.claim(worker_id=owner, queues=self._queues, limit=limit)
+            jobs = await self._store.claim(
+                worker_id=owner,
+                queues=self._queues,
+                limit=limit,
+                # With per-queue slots: each queue's free ones, as they are now.
+                limits=self._runner.free_slots_by_queue(),
+            )
             for job in jobs:
                 self._runner.start(job, owner)
         logger.debug("claimed jobs", count=len(jobs), limit=limit)

@@ -30,7 +30,16 @@ from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
 from sqla_jobs.worker_options import describe_errors
 
-FLAGS = ("queues", "concurrency", "processes", "database_url", "state", "log_level", "log_json")
+FLAGS = (
+    "queues",
+    "concurrency",
+    "queue_limits",
+    "processes",
+    "database_url",
+    "state",
+    "log_level",
+    "log_json",
+)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
@@ -50,8 +59,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE so its tasks register (repeatable)",
     )
-    parser.add_argument("--queues", help="comma-separated queues (default: those of the tasks)")
+    parser.add_argument(
+        "--queues",
+        help="comma-separated queues sharing --concurrency slots (mail,default), or each with "
+        "slots of its own (mail=5,default=20); default: the queues of the tasks",
+    )
     parser.add_argument("--concurrency", type=int, help="jobs run at once")
+    parser.add_argument(
+        "--queue-limits",
+        help="at most this many jobs of a queue run at once on all workers (payments=2,mail=10); "
+        "stored in the database when the worker starts",
+    )
     parser.add_argument("--processes", type=int, help="worker processes under one supervisor")
     parser.add_argument("--database-url", help="overrides SQLA_JOBS_DATABASE_URL")
     parser.add_argument(
@@ -141,14 +159,14 @@ def served_tasks(settings: Settings) -> Mapping[str, type[Task]]:
         )
         raise ConfigurationError(f"no task to run{hint}")
     used = {task.__task_options__.queue for task in tasks.values()}
-    for queue in settings.queues:
+    for queue in settings.queue_names:
         if queue not in used:
             logger.warning(
                 "no imported task uses this queue; its jobs will run only if their task is known",
                 queue=queue,
                 task_queues=sorted(used),
             )
-    serve_queues(settings.queues or None, tasks)
+    serve_queues(settings.queue_names or None, tasks)
     return tasks
 
 
@@ -167,7 +185,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def child_arguments(args: argparse.Namespace) -> list[str]:
     """Return the flags for one supervised worker process: the same options, one process."""
     argv = [flag for module in args.imports for flag in ("--import", module)]
-    for option in ("queues", "concurrency", "database_url", "state", "log_level"):
+    for option in ("queues", "concurrency", "queue_limits", "database_url", "state", "log_level"):
         if (value := getattr(args, option)) is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
     if args.log_json:

@@ -59,7 +59,11 @@ class RunningJob:
 
 
 class JobRunner:
-    """Run up to `concurrency` claimed jobs at once and record their outcomes."""
+    """Run up to `concurrency` claimed jobs at once and record their outcomes.
+
+    With `queue_concurrency`, each queue has slots of its own (`concurrency` is their sum), so
+    a queue whose jobs are slow or stuck never takes another queue's slots.
+    """
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class JobRunner:
         tasks: Mapping[str, type[Task]],
         state: Any,
         concurrency: int,
+        queue_concurrency: Mapping[str, int] | None = None,
         default_max_retries: int,
         worker_id: str,
         on_slot_freed: Callable[[], None],
@@ -78,6 +83,9 @@ class JobRunner:
         self._tasks = tasks
         self._state = state
         self.concurrency = concurrency
+        self.queue_concurrency = None if queue_concurrency is None else dict(queue_concurrency)
+        """Each queue's own slots, or None: all queues share `concurrency` slots."""
+        self._running_by_queue: Counter[str] = Counter()
         self._default_max_retries = default_max_retries
         self._worker_id = worker_id
         self._on_slot_freed = on_slot_freed
@@ -99,6 +107,15 @@ class JobRunner:
     def free_slots(self) -> int:
         """The number of jobs that may start now."""
         return self.concurrency - len(self._slots)
+
+    def free_slots_by_queue(self) -> dict[str, int] | None:
+        """Return the free slots of each queue that has its own, or None: one shared pool."""
+        if self.queue_concurrency is None:
+            return None
+        return {
+            queue: max(0, slots - self._running_by_queue[queue])
+            for queue, slots in self.queue_concurrency.items()
+        }
 
     @property
     def is_busy(self) -> bool:
@@ -127,6 +144,7 @@ class JobRunner:
         run.task = task
         self._runs[task] = run
         self._slots.add(task)
+        self._running_by_queue[job.queue] += 1
         task.add_done_callback(self._slot_freed)
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> None:
@@ -186,6 +204,7 @@ class JobRunner:
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self._slots.discard(task)
         run = self._runs.pop(task)
+        self._running_by_queue[run.job.queue] -= 1
         if self._jobs.get(run.job.id) is run and not run.code_is_running:
             del self._jobs[run.job.id]
         self.jobs_processed += 1
