@@ -17,8 +17,8 @@ from sqlalchemy.sql.elements import BindParameter
 
 from sqla_jobs.errors import ConfigurationError
 
-from .portable import CLAIM_LIMIT as CLAIM_LIMIT
-from .portable import claim_limit_values as claim_limit_values
+from .claim import CLAIM_LIMIT as CLAIM_LIMIT
+from .claim import claim_limit_values as claim_limit_values
 
 
 class JobStatements(Protocol):

@@ -23,14 +23,14 @@ from sqlalchemy.dialects.postgresql import REGCLASS
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
 
-from .portable import (
+from .claim import (
     CLAIMED_COLUMNS,
-    PortableStatements,
     best_claimable,
     claim_candidates,
     claim_limit_parameters,
     has_queue_limit,
 )
+from .portable import PortableStatements
 
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""

@@ -11,14 +11,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job, QueueLimit
 
-from .portable import (
+from .claim import (
     CLAIMED_COLUMNS,
-    PortableStatements,
     best_claimable,
     claim_candidates,
     claim_limit_parameters,
     running_count,
 )
+from .portable import PortableStatements
 
 
 class SQLiteStatements(PortableStatements):

@@ -8,29 +8,23 @@ own connection (`store.lease`) and the LISTEN connection (`store.listener`) live
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, assert_never
 
-from sqlalchemy import Delete, Engine, Update, bindparam
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Delete, Update, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqla_jobs.admin import set_queue_limit
-from sqla_jobs.context import ClaimedJob
-from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values, statements_for
-from sqla_jobs.dialects.insert_rows import InsertJobRows
+from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.dialects.slots import SlotStatements
-from sqla_jobs.engine import create_engine, create_sync_engine
-from sqla_jobs.enqueue import JobRow
-from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.execution import DeadLetter, Retry
-
-LIMITS_REFRESH_INTERVAL = timedelta(seconds=1)
-"""How long a worker trusts its list of which queues have a cluster-wide limit."""
+from sqla_jobs.store.claims import ClaimStore
+from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
+from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
+from sqla_jobs.store.engines import pool_options as pool_options
+from sqla_jobs.store.slots import PeriodicSlotStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +38,7 @@ class LostJob:
     cancel_reason: str | None
 
 
-class JobStore:
+class JobStore(ClaimStore, PeriodicSlotStore):
     """Run the worker's statements on `engine`.
 
     >>> store = JobStore(create_worker_engine("postgresql://app@db/app", concurrency=10))
@@ -71,119 +65,6 @@ class JobStore:
     def dialect(self) -> str:
         """The database's SQLAlchemy dialect name (``postgresql``, ``sqlite``)."""
         return self.engine.dialect.name
-
-    async def claim(
-        self,
-        *,
-        worker_id: str,
-        queues: Sequence[str],
-        limit: int,
-        limits: Mapping[str, int] | None = None,
-    ) -> list[ClaimedJob]:
-        """Lock up to `limit` due jobs of `queues` for `worker_id`, best first; at most
-        `limits[queue]` of a queue if given (its free slots), and never more than a queue's
-        cluster-wide limit (`QueueLimit`) lets run.
-
-        Queues without a cluster-wide limit are claimed by one statement in autocommit. On
-        PostgreSQL each limited queue is claimed apart, in a short transaction holding its limit
-        row's lock (see `claim_limited_jobs`); on SQLite the one statement obeys the limits.
-        """
-        wanted = claim_limit_values(queues, limit, limits)
-        open_queues = [
-            queue for index, queue in enumerate(queues) if wanted[f"{CLAIM_LIMIT}_{index}"] > 0
-        ]
-        if not open_queues:
-            return []
-        limited: frozenset[str] = frozenset()
-        if not self.statements.enforces_queue_limits_in_claim:
-            limited = await self._limited_queues(queues)
-        free = {queue: wanted[f"{CLAIM_LIMIT}_{queues.index(queue)}"] for queue in open_queues}
-        unlimited = [queue for queue in open_queues if queue not in limited]
-        jobs: list[ClaimedJob] = []
-        if unlimited:
-            jobs += await self._claim_unlimited(worker_id, unlimited, limit, free)
-        for queue in open_queues:
-            if queue in limited and len(jobs) < limit:
-                jobs += await self._claim_limited(
-                    worker_id, queue, min(free[queue], limit - len(jobs))
-                )
-        # RETURNING has no order (PostgreSQL and SQLite alike): start them in the claim's order.
-        jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
-        return jobs
-
-    async def _claim_unlimited(
-        self, worker_id: str, queues: list[str], limit: int, free: Mapping[str, int]
-    ) -> list[ClaimedJob]:
-        key = (worker_id, tuple(queues))
-        statement = self._claims.get(key)
-        if statement is None:
-            if len(self._claims) > 4096:
-                self._claims.clear()  # a worker whose id changed leaves stale shapes behind
-            statement = self._claims[key] = self.statements.claim_jobs(
-                worker_id=worker_id, queues=queues, limit=limit, limits=free
-            )
-        async with self._autocommit.connect() as connection:
-            result = await connection.execute(statement, claim_limit_values(queues, limit, free))
-            rows = result.mappings().all()
-        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
-
-    async def _claim_limited(self, worker_id: str, queue: str, limit: int) -> list[ClaimedJob]:
-        # PostgreSQL only: SQLite's claim obeys the limits itself. READ COMMITTED explicitly:
-        # the count must see every claim committed before the lock was granted, which a
-        # snapshot per statement gives and a snapshot per transaction (REPEATABLE READ) would
-        # not.
-        async with self._read_committed.begin() as connection:
-            max_running = await connection.scalar(self.statements.lock_queue_limit(queue=queue))
-            if max_running is None:
-                # The limit was removed meanwhile: claim it as any queue from now on.
-                self._limited_read_at = None
-                claim = self.statements.claim_jobs(worker_id=worker_id, queues=[queue], limit=limit)
-            else:
-                running = await connection.scalar(self.statements.running_jobs(queue=queue)) or 0
-                limit = min(limit, max_running - running)
-                if limit <= 0:
-                    return []
-                claim = self._limited_claim(worker_id, queue)
-            result = await connection.execute(claim, claim_limit_values([queue], limit))
-            rows = result.mappings().all()
-        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
-
-    def _limited_claim(self, worker_id: str, queue: str) -> Update:
-        statement = self._limited_claims.get((worker_id, queue))
-        if statement is None:
-            if len(self._limited_claims) > 4096:
-                self._limited_claims.clear()
-            statement = self.statements.claim_limited_jobs(
-                worker_id=worker_id, queue=queue, limit=1
-            )
-            self._limited_claims[(worker_id, queue)] = statement
-        return statement
-
-    async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
-        """Return which of `queues` have a cluster-wide limit, as read at most
-        `LIMITS_REFRESH_INTERVAL` ago.
-
-        A stale answer is safe: the unlimited claim leaves out any queue that has a limit (a
-        new limit's queue is then not claimed until the next read), and a limited claim that
-        finds no limit row claims as the unlimited one does.
-        """
-        now = time.monotonic()
-        read_at = self._limited_read_at
-        if read_at is None or now - read_at >= LIMITS_REFRESH_INTERVAL.total_seconds():
-            async with self._autocommit.connect() as connection:
-                rows = await connection.execute(self.statements.limited_queues(queues=queues))
-                self._limited = frozenset(rows.scalars())
-            self._limited_read_at = now
-        return self._limited
-
-    async def set_queue_limits(self, limits: Mapping[str, int]) -> None:
-        """Store each queue's cluster-wide limit of running jobs (replacing a previous one)."""
-        if not limits:
-            return
-        async with self.engine.begin() as connection:
-            for queue, max_running in limits.items():
-                await connection.execute(set_queue_limit(queue, max_running))
-        self._limited_read_at = None
 
     async def delete_jobs(self, *, worker_id: str, job_ids: Sequence[uuid.UUID]) -> int:
         """Delete the succeeded jobs `worker_id` still holds; return how many it held."""
@@ -299,66 +180,6 @@ class JobStore:
             await connection.execute(self.statements.analyze_jobs())
             return True
 
-    async def database_now(self) -> datetime:
-        """Return the database's current time."""
-        async with self._autocommit.connect() as connection:
-            now = await connection.scalar(self.slots.database_now())
-        assert now is not None
-        return now
-
-    async def latest_slots(self, *, schedules: Sequence[str]) -> dict[str, datetime]:
-        """Return the latest recorded slot of each of `schedules` that has one."""
-        statement = self.slots.latest_slots(schedules=schedules)
-        async with self._autocommit.connect() as connection:
-            return {name: slot_at for name, slot_at in await connection.execute(statement)}
-
-    async def enqueue_slot(self, *, schedule: str, slot_at: datetime, row: JobRow) -> bool:
-        """Record slot `slot_at` of `schedule` and insert its job `row`, in one transaction.
-
-        Returns False, inserting nothing, when the slot (or a later one) is recorded already:
-        another worker enqueued it.
-        """
-        record = self.slots.insert_slot(
-            schedule=schedule, slot_at=slot_at, job_id=uuid.UUID(row.id)
-        )
-        async with self.engine.begin() as connection:
-            # The slot row first: until this transaction ends, it holds the slot's key, so the
-            # job is inserted by whichever transaction recorded the slot, and by no other.
-            if (await connection.execute(record)).rowcount != 1:
-                return False
-            await connection.execute(InsertJobRows([row], run_at=None, delay_seconds=None))
-            return True
-
-    async def prune_slots(self, *, schedules: Sequence[str], before: datetime) -> int:
-        """Delete the slots of `schedules` older than `before` but each one's latest."""
-        statement = self.slots.prune_slots(schedules=schedules, before=before)
-        async with self._autocommit.connect() as connection:
-            return (await connection.execute(statement)).rowcount
-
     async def dispose(self) -> None:
         """Close the engine's connections."""
         await self.engine.dispose()
-
-
-def create_worker_engine(url: str | URL, *, concurrency: int) -> AsyncEngine:
-    """Create the engine of a worker, its pool sized for the connections it really uses."""
-    return create_engine(url, **pool_options(url, concurrency))
-
-
-def pool_options(url: str | URL, concurrency: int) -> dict[str, Any]:
-    """Return the pool options of a worker's engines for `concurrency` jobs at once."""
-    if make_url(url).get_backend_name() == "sqlite":
-        return {}
-    # The claim loop, the recorder, maintenance, and failures written at once by up to
-    # `concurrency` jobs; idle overflow connections are closed and reopened, so keep them.
-    return {"pool_size": min(concurrency, 20) + 2, "max_overflow": concurrency}
-
-
-def create_job_sync_engine(url: URL, *, concurrency: int) -> Engine:
-    """Create the sync engine that `ctx.transaction()` uses in plain `def run` jobs."""
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise ConfigurationError(
-            "a sync job's ctx.transaction() needs a SQLite file: an in-memory "
-            "database is private to the worker's async engine"
-        )
-    return create_sync_engine(url, **pool_options(url, concurrency))

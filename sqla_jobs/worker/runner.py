@@ -1,9 +1,8 @@
 """The job runner: run claimed jobs in slots, and know which job's code is still running.
 
-A slot stays busy until the job's code has really returned: a plain ``def run`` cannot be
-stopped, so a cancelled sync job keeps its slot (and its lock) until its thread ends. The runner
-never runs two copies of one job, and hands each outcome to the recorder under the lease that
-claimed the job; a job whose lease was lost is no longer this worker's to record.
+A slot stays busy until the job's code has really returned (a plain ``def run`` cannot be
+stopped). The runner never runs two copies of one job, and hands each outcome to the recorder
+under the lease that claimed the job; a job whose lease was lost is no longer its to record.
 """
 
 from __future__ import annotations

@@ -1,0 +1,143 @@
+"""The store's claim: lock due jobs for a worker, within per-queue slots and queue limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+from sqlalchemy import Update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sqla_jobs.admin import set_queue_limit
+from sqla_jobs.context import ClaimedJob
+from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values
+
+LIMITS_REFRESH_INTERVAL = timedelta(seconds=1)
+"""How long a worker trusts its list of which queues have a cluster-wide limit."""
+
+
+class ClaimStore:
+    """Claim jobs; mixed into `JobStore`, whose engine and statements it uses."""
+
+    engine: AsyncEngine
+    statements: JobStatements
+    _autocommit: AsyncEngine
+    _read_committed: AsyncEngine
+    _claims: dict[tuple[str, tuple[str, ...]], Update]
+    _limited_claims: dict[tuple[str, str], Update]
+    _limited: frozenset[str]
+    _limited_read_at: float | None
+
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[ClaimedJob]:
+        """Lock up to `limit` due jobs of `queues` for `worker_id`, best first; at most
+        `limits[queue]` of a queue if given (its free slots), and never more than a queue's
+        cluster-wide limit (`QueueLimit`) lets run.
+
+        Queues without a cluster-wide limit are claimed by one statement in autocommit. On
+        PostgreSQL each limited queue is claimed apart, in a short transaction holding its limit
+        row's lock (see `claim_limited_jobs`); on SQLite the one statement obeys the limits.
+        """
+        wanted = claim_limit_values(queues, limit, limits)
+        open_queues = [
+            queue for index, queue in enumerate(queues) if wanted[f"{CLAIM_LIMIT}_{index}"] > 0
+        ]
+        if not open_queues:
+            return []
+        limited: frozenset[str] = frozenset()
+        if not self.statements.enforces_queue_limits_in_claim:
+            limited = await self._limited_queues(queues)
+        free = {queue: wanted[f"{CLAIM_LIMIT}_{queues.index(queue)}"] for queue in open_queues}
+        unlimited = [queue for queue in open_queues if queue not in limited]
+        jobs: list[ClaimedJob] = []
+        if unlimited:
+            jobs += await self._claim_unlimited(worker_id, unlimited, limit, free)
+        for queue in open_queues:
+            if queue in limited and len(jobs) < limit:
+                jobs += await self._claim_limited(
+                    worker_id, queue, min(free[queue], limit - len(jobs))
+                )
+        # RETURNING has no order (PostgreSQL and SQLite alike): start them in the claim's order.
+        jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+        return jobs
+
+    async def _claim_unlimited(
+        self, worker_id: str, queues: list[str], limit: int, free: Mapping[str, int]
+    ) -> list[ClaimedJob]:
+        key = (worker_id, tuple(queues))
+        statement = self._claims.get(key)
+        if statement is None:
+            if len(self._claims) > 4096:
+                self._claims.clear()  # a worker whose id changed leaves stale shapes behind
+            statement = self._claims[key] = self.statements.claim_jobs(
+                worker_id=worker_id, queues=queues, limit=limit, limits=free
+            )
+        async with self._autocommit.connect() as connection:
+            result = await connection.execute(statement, claim_limit_values(queues, limit, free))
+            rows = result.mappings().all()
+        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+
+    async def _claim_limited(self, worker_id: str, queue: str, limit: int) -> list[ClaimedJob]:
+        # PostgreSQL only: SQLite's claim obeys the limits itself. READ COMMITTED explicitly:
+        # the count must see every claim committed before the lock was granted, which a
+        # snapshot per statement gives and a snapshot per transaction (REPEATABLE READ) would
+        # not.
+        async with self._read_committed.begin() as connection:
+            max_running = await connection.scalar(self.statements.lock_queue_limit(queue=queue))
+            if max_running is None:
+                # The limit was removed meanwhile: claim it as any queue from now on.
+                self._limited_read_at = None
+                claim = self.statements.claim_jobs(worker_id=worker_id, queues=[queue], limit=limit)
+            else:
+                running = await connection.scalar(self.statements.running_jobs(queue=queue)) or 0
+                limit = min(limit, max_running - running)
+                if limit <= 0:
+                    return []
+                claim = self._limited_claim(worker_id, queue)
+            result = await connection.execute(claim, claim_limit_values([queue], limit))
+            rows = result.mappings().all()
+        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+
+    def _limited_claim(self, worker_id: str, queue: str) -> Update:
+        statement = self._limited_claims.get((worker_id, queue))
+        if statement is None:
+            if len(self._limited_claims) > 4096:
+                self._limited_claims.clear()
+            statement = self.statements.claim_limited_jobs(
+                worker_id=worker_id, queue=queue, limit=1
+            )
+            self._limited_claims[(worker_id, queue)] = statement
+        return statement
+
+    async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
+        """Return which of `queues` have a cluster-wide limit, as read at most
+        `LIMITS_REFRESH_INTERVAL` ago.
+
+        A stale answer is safe: the unlimited claim leaves out any queue that has a limit (a
+        new limit's queue is then not claimed until the next read), and a limited claim that
+        finds no limit row claims as the unlimited one does.
+        """
+        now = time.monotonic()
+        read_at = self._limited_read_at
+        if read_at is None or now - read_at >= LIMITS_REFRESH_INTERVAL.total_seconds():
+            async with self._autocommit.connect() as connection:
+                rows = await connection.execute(self.statements.limited_queues(queues=queues))
+                self._limited = frozenset(rows.scalars())
+            self._limited_read_at = now
+        return self._limited
+
+    async def set_queue_limits(self, limits: Mapping[str, int]) -> None:
+        """Store each queue's cluster-wide limit of running jobs (replacing a previous one)."""
+        if not limits:
+            return
+        async with self.engine.begin() as connection:
+            for queue, max_running in limits.items():
+                await connection.execute(set_queue_limit(queue, max_running))
+        self._limited_read_at = None
