@@ -1,8 +1,8 @@
 """Apply sqla_jobs' own Alembic migration history to a database, from Python or the CLI.
 
-The history is the repository's top-level ``alembic/`` directory, shipped inside the wheel as
-``sqla_jobs/_alembic``. It records its state in ``sqla_jobs_alembic_version``, never in the
-application's ``alembic_version``, so it lives beside the application's own history.
+The history is the package's ``sqla_jobs/_alembic`` directory. It records its state in
+``sqla_jobs_alembic_version``, never in the application's ``alembic_version``, so it lives
+beside the application's own history.
 
     from sqla_jobs import migrate
 
@@ -43,19 +43,14 @@ URL_ENV_VAR = "SQLA_JOBS_DATABASE_URL"
 
 
 def script_location() -> Path:
-    """Return the directory of the shipped migration history.
+    """Return the directory of the shipped migration history (``sqla_jobs/_alembic``).
 
-    An installed wheel has it at ``sqla_jobs/_alembic``; a source checkout or editable install
-    has the repository's ``alembic/`` beside the package.
+    It is part of the package, so a wheel and an editable install have it at the same place.
     """
-    package_dir = Path(__file__).resolve().parent
-    for candidate in (package_dir / "_alembic", package_dir.parent / "alembic"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise ConfigurationError(
-        f"sqla_jobs' migration history is missing: neither {package_dir / '_alembic'} "
-        f"nor {package_dir.parent / 'alembic'} holds an env.py"
-    )
+    location = Path(__file__).resolve().parent / "_alembic"
+    if not (location / "env.py").is_file():
+        raise ConfigurationError(f"sqla_jobs' migration history is missing: no {location}/env.py")
+    return location
 
 
 def resolve_url(url: str | URL | None = None) -> URL:
