@@ -67,6 +67,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     sqla_jobs_migrate.drop_schema(op, version="d5e6f7a8b9c0")"""
 
+CREATE_CUSTOMER = """
+    op.create_table(
+        "customer",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("email", sa.String(length=255), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_customer_email", "customer", ["email"])"""
+
 MODELS = """\
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -303,16 +312,16 @@ def test_app_revisions_create_and_drop_our_schema_the_oban_way(
     empty_database: TestDatabase, tmp_path: Path
 ) -> None:
     app = App(tmp_path / "app", empty_database.sync_url)
-    # The customer table is not the point here: an application whose models hold nothing.
-    (app.root / "myapp" / "models.py").write_text(MODELS.split("\n\n\nclass Customer")[0] + "\n")
     app.follow_oban_recipe()
-    app.write_revision("a1", None, OBAN_FIRST)
+    # The application's own operations run after ours: the nested migration leaves `op` working.
+    first = OBAN_FIRST.replace("\n\n\ndef downgrade", CREATE_CUSTOMER + "\n\ndef downgrade")
+    app.write_revision("a1", None, first + "\n    op.drop_table('customer')")
     app.write_revision("a2", "a1", OBAN_LATER)
     (head,) = migrate.head_revisions()
 
     app.alembic("upgrade", "a1")
     assert migrate.current(empty_database.url) == (OLDER_REVISION,)
-    assert _tables(empty_database) >= OUR_TABLES
+    assert _tables(empty_database) >= OUR_TABLES | {"customer"}
     assert _app_versions(empty_database) == {"a1"}
 
     app.alembic("upgrade", "head")
@@ -323,7 +332,7 @@ def test_app_revisions_create_and_drop_our_schema_the_oban_way(
     assert migrate.current(empty_database.url) == (OLDER_REVISION,)
 
     app.alembic("downgrade", "base")
-    assert not {name for name in _tables(empty_database) if name.startswith("sqla_jobs_")}
+    assert _tables(empty_database) == {"alembic_version"}
 
     # With `sqla_jobs migrate` between the two revisions: one version table, so no conflict.
     app.alembic("upgrade", "a1")
