@@ -41,7 +41,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError, coerce_resource_to_filename
 from loguru import logger
 from sqlalchemy import Column, Constraint, Index, MetaData, Table, inspect, select
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Inspector
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -305,25 +305,34 @@ def refuse_existing_schema(context: MigrationContext) -> None:
     inspector = inspect(connection)
     if not inspector.has_table(_JOB_TABLE):
         return
-    if context.version_table != VERSION_TABLE:
+    if context.version_table != VERSION_TABLE and _read_heads(connection):
         raise CommandError(
             "sqla_jobs' tables already exist, created by `python -m sqla_jobs migrate` or "
             f"migrate.create_schema() and recorded in {VERSION_TABLE}, so this Alembic history "
             "must not create them again: keep that way (then remove sqla_jobs from "
             "version_locations), or follow the README's steps to hand the tables over"
         )
-    owner = "another Alembic history"
-    if inspector.has_table(_APP_VERSION_TABLE):
-        ours = {revision.revision for revision in _history_script().walk_revisions()}
-        app_versions = Table(_APP_VERSION_TABLE, MetaData(), Column("version_num"))
-        recorded = connection.execute(select(app_versions.c.version_num)).scalars()
-        if ours.intersection(recorded):
-            owner = "your application's own Alembic history (its alembic_version records them)"
+    if context.version_table == VERSION_TABLE and _app_history_has_ours(connection, inspector):
+        raise CommandError(
+            "sqla_jobs' tables already exist, created by your application's own Alembic history "
+            f"(its alembic_version records them) rather than recorded in {VERSION_TABLE}: "
+            "migrate them there (`alembic upgrade heads`), not with `python -m sqla_jobs migrate` "
+            "or migrate.create_schema()"
+        )
     raise CommandError(
-        f"sqla_jobs' tables already exist, created by {owner} rather than recorded in "
-        f"{VERSION_TABLE}: migrate them there (`alembic upgrade heads`), not with "
-        "`python -m sqla_jobs migrate` or migrate.create_schema()"
+        f"sqla_jobs' tables already exist but {context.version_table} does not record them, so "
+        "they were made another way (another Alembic history, or metadata.create_all()): keep "
+        "migrating them that way, or drop them before this history creates them"
     )
+
+
+def _app_history_has_ours(connection: Connection, inspector: Inspector) -> bool:
+    if not inspector.has_table(_APP_VERSION_TABLE):
+        return False
+    ours = {revision.revision for revision in _history_script().walk_revisions()}
+    app_versions = Table(_APP_VERSION_TABLE, MetaData(), Column("version_num"))
+    recorded = connection.execute(select(app_versions.c.version_num)).scalars()
+    return not ours.isdisjoint(recorded)
 
 
 def _is_ours(table_name: str | None) -> bool:

@@ -22,6 +22,7 @@ from loguru import logger
 from sqlalchemy import Connection, create_engine, inspect, text
 
 from sqla_jobs import migrate
+from sqla_jobs.models import Base
 from tests.helpers import TestDatabase
 
 REPO = Path(__file__).resolve().parent.parent
@@ -407,3 +408,15 @@ def test_app_alembic_finds_our_revisions_in_the_wheel(
     assert str(REPO) not in history
     assert len(list(app.versions.glob("*.py"))) == 1
     assert _tables(empty_sqlite_database) >= OUR_TABLES
+
+
+def test_migrate_refuses_tables_that_no_history_records(empty_database: TestDatabase) -> None:
+    engine = create_engine(empty_database.sync_url)
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(migrate.MigrationError, match=r"metadata\.create_all\(\)"):
+        migrate.upgrade(empty_database.url)
+    assert migrate.current(empty_database.url) == ()
