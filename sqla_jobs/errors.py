@@ -4,7 +4,7 @@ The hierarchy::
 
     SqlaJobsError
     ├── ConfigurationError
-    ├── MigrationError
+    │   └── MigrationError
     ├── DuplicateTaskNameError
     ├── UnknownTaskError
     ├── JobTimeoutError
@@ -32,7 +32,7 @@ class ConfigurationError(SqlaJobsError):
     """The worker or the settings are misconfigured."""
 
 
-class MigrationError(SqlaJobsError):
+class MigrationError(ConfigurationError):
     """The sqla_jobs schema cannot be migrated: the database is unreachable, or refuses."""
 
 

@@ -40,8 +40,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError, coerce_resource_to_filename
 from loguru import logger
-from sqlalchemy import Column, Constraint, Index, MetaData, Table, inspect, select
-from sqlalchemy.engine import URL, Connection, Inspector
+from sqlalchemy import Column, Constraint, Index, MetaData, Table, inspect
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -49,7 +49,7 @@ from sqlalchemy.pool import NullPool
 from .errors import ConfigurationError
 from .errors import MigrationError as MigrationError
 from .settings import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL
-from .urls import display_url, to_async_url
+from .urls import checked_url, display_url, to_async_url
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import NameFilterParentNames, NameFilterType
@@ -108,12 +108,10 @@ def versions_location() -> str:
 def resolve_url(url: str | URL | None = None) -> URL:
     """Return `url`, else ``$SQLA_JOBS_DATABASE_URL``, else the default; with its async driver.
 
-    A URL that cannot be parsed raises `ConfigurationError`.
+    A URL that cannot be parsed, or names a database sqla_jobs does not run on, raises
+    `ConfigurationError`.
     """
-    try:
-        return to_async_url(url or os.environ.get(URL_ENV_VAR) or DEFAULT_DATABASE_URL)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"the database URL is not valid: {exc}") from exc
+    return to_async_url(checked_url(url or os.environ.get(URL_ENV_VAR) or DEFAULT_DATABASE_URL))
 
 
 def alembic_config(url: str | URL | None = None) -> Config:
@@ -159,10 +157,11 @@ def downgrade(url: str | URL | None = None, revision: str = "base") -> None:
 def current(url: str | URL | None = None) -> tuple[str, ...]:
     """Return the sqla_jobs revisions applied to the database at `url` (empty if none).
 
-    Only ``sqla_jobs_alembic_version`` is read: revisions an application's own Alembic applied
-    are recorded in its ``alembic_version``. Synchronous (see the module docstring).
+    Whichever way applied them: ``sqla_jobs_alembic_version`` records ``sqla_jobs migrate`` and
+    `create_schema`; an application's own history records them in its ``alembic_version``.
+    Synchronous (see the module docstring).
     """
-    return _run_on(resolve_url(url), _read_heads)
+    return _run_on(resolve_url(url), _read_applied)
 
 
 def head_revisions() -> tuple[str, ...]:
@@ -312,7 +311,7 @@ def refuse_existing_schema(context: MigrationContext) -> None:
             "must not create them again: keep that way (then remove sqla_jobs from "
             "version_locations), or follow the README's steps to hand the tables over"
         )
-    if context.version_table == VERSION_TABLE and _app_history_has_ours(connection, inspector):
+    if context.version_table == VERSION_TABLE and _read_applied(connection):
         raise CommandError(
             "sqla_jobs' tables already exist, created by your application's own Alembic history "
             f"(its alembic_version records them) rather than recorded in {VERSION_TABLE}: "
@@ -324,15 +323,6 @@ def refuse_existing_schema(context: MigrationContext) -> None:
         "they were made another way (another Alembic history, or metadata.create_all()): keep "
         "migrating them that way, or drop them before this history creates them"
     )
-
-
-def _app_history_has_ours(connection: Connection, inspector: Inspector) -> bool:
-    if not inspector.has_table(_APP_VERSION_TABLE):
-        return False
-    ours = {revision.revision for revision in _history_script().walk_revisions()}
-    app_versions = Table(_APP_VERSION_TABLE, MetaData(), Column("version_num"))
-    recorded = connection.execute(select(app_versions.c.version_num)).scalars()
-    return not ours.isdisjoint(recorded)
 
 
 def _is_ours(table_name: str | None) -> bool:
@@ -360,6 +350,15 @@ def _connection_config(connection: Connection) -> Config:
 def _applied_revisions(heads: tuple[str, ...]) -> set[str]:
     script = _history_script()
     return {revision.revision for revision in script.iterate_revisions(heads, "base")}
+
+
+def _read_applied(connection: Connection) -> tuple[str, ...]:
+    heads = _read_heads(connection)
+    if heads:
+        return heads
+    context = MigrationContext.configure(connection, opts={"version_table": _APP_VERSION_TABLE})
+    ours = {revision.revision for revision in _history_script().walk_revisions()}
+    return tuple(head for head in context.get_current_heads() if head in ours)
 
 
 def _read_heads(connection: Connection) -> tuple[str, ...]:

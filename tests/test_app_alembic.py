@@ -229,6 +229,7 @@ def test_app_alembic_manages_its_tables_and_ours_apart(
     app.alembic("upgrade", "heads")
     assert _tables(empty_database) >= OUR_TABLES
     assert _app_versions(empty_database) == {head}
+    assert migrate.current(empty_database.url) == (head,)
 
     app.shell(FIRST_REVISION)
     (first,) = app.versions.glob("*.py")
@@ -357,8 +358,8 @@ def test_migrate_reports_an_unusable_database_in_one_line(
             ),
             "postgresql://postgres@127.0.0.1:1/app": "cannot connect to postgresql+asyncpg",
             f"sqlite:///{tmp_path}/no/such/dir/app.db": "no/such/dir does not exist",
-            "not a url": "the database URL is not valid",
-            "nosuchdb://h/app": "cannot use the database URL nosuchdb://h/app",
+            "not a url": "the database URL cannot be parsed",
+            "nosuchdb://h/app": "sqla_jobs runs on PostgreSQL and SQLite, not nosuchdb",
         }
         for url, expected in cases.items():
             lines.clear()
