@@ -4,6 +4,7 @@ The hierarchy::
 
     SqlaJobsError
     ├── ConfigurationError
+    │   └── MigrationError
     ├── DuplicateTaskNameError
     ├── UnknownTaskError
     ├── JobTimeoutError
@@ -29,6 +30,10 @@ class SqlaJobsError(Exception):
 
 class ConfigurationError(SqlaJobsError):
     """The worker or the settings are misconfigured."""
+
+
+class MigrationError(ConfigurationError):
+    """The sqla_jobs schema cannot be migrated: the database is unreachable, or refuses."""
 
 
 class DuplicateTaskNameError(SqlaJobsError):

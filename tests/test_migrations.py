@@ -197,7 +197,7 @@ def test_history_has_one_head_and_a_labelled_root() -> None:
 
 
 def test_source_checkout_uses_the_repository_history() -> None:
-    assert migrate.script_location() == REPO / "alembic"
+    assert migrate.script_location() == REPO / "sqla_jobs" / "_alembic"
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_wheel_ships_the_history_and_migrates_from_it(tmp_path: Path) -> None:
     (wheel,) = wheel_dir.glob("sqla_jobs-*.whl")
     revisions = {
         f"sqla_jobs/_alembic/versions/{path.name}"
-        for path in (REPO / "alembic" / "versions").glob("*.py")
+        for path in (REPO / "sqla_jobs" / "_alembic" / "versions").glob("*.py")
     }
     assert revisions
     with zipfile.ZipFile(wheel) as archive:

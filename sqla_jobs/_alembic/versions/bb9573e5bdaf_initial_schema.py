@@ -14,6 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from sqla_jobs.clock import db_now
+from sqla_jobs.migrate import refuse_existing_schema
 
 revision: str = "bb9573e5bdaf"
 down_revision: str | Sequence[str] | None = None
@@ -27,6 +28,9 @@ Payload = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 def upgrade() -> None:
     """Create sqla_jobs_job and sqla_jobs_dead_letter_job with their indexes."""
+    # Tables made by another way of migrating (the application's own history, or ours beside
+    # it) get one sentence instead of a duplicate table error half-way.
+    refuse_existing_schema(op.get_context())
     op.create_table(
         "sqla_jobs_job",
         sa.Column("id", sa.Uuid(), nullable=False),
