@@ -1,7 +1,8 @@
 """Apply sqla_jobs' own Alembic migration history to a database, from Python, the CLI or an app.
 
-The history lives in the package, at ``sqla_jobs/_alembic`` (the resource
-``sqla_jobs:_alembic/versions`` names its revisions, in a wheel and an editable install alike).
+The history is the repository's top-level ``alembic/``; the package reaches it as
+``sqla_jobs/_alembic`` (a symlink in a checkout, a copy in the wheel), so the resource
+``sqla_jobs:_alembic/versions`` names its revisions in a wheel and an editable install alike.
 There are three ways to apply it; pick one per database:
 
 - ``python -m sqla_jobs migrate`` or `upgrade`: the history records itself in
