@@ -24,6 +24,7 @@ from .models import DeadLetterJob as DeadLetterJob
 from .models import Job as Job
 from .settings import Settings as Settings
 from .tasks import Task as Task
+from .unique import enqueue_unique as enqueue_unique
 from .worker import Worker as Worker
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "enqueue",
     "enqueue_bulk",
     "enqueue_many",
+    "enqueue_unique",
 ]
 
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ def test_all_is_pinned() -> None:
         "enqueue",
         "enqueue_bulk",
         "enqueue_many",
+        "enqueue_unique",
     ]
 
 

@@ -165,6 +165,7 @@ class PortableStatements:
                 DeadLetterJob.error_count,
                 DeadLetterJob.last_error_message,
                 DeadLetterJob.created_at,
+                DeadLetterJob.unique_key,
             ],
             select(
                 literal(uuid.uuid4(), Uuid()),
@@ -177,6 +178,7 @@ class PortableStatements:
                 Job.error_count + 1,
                 literal(error),
                 Job.created_at,
+                Job.unique_key,
             )
             .where(*held)
             # Locks the row it copies, so the delete that follows finds exactly that row,
