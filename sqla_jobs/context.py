@@ -34,6 +34,8 @@ class ClaimedJob:
     error_count: int
     timeout_seconds: float | None = None
     """The time limit enqueue() set for this job; None: its task's `timeout` option."""
+    snooze_count: int = 0
+    """How many times the job raised `Snooze` before this run."""
     problem: str | None = None
     """Why this row cannot be run as stored (a column the worker could not decode), if so."""
 
@@ -100,6 +102,7 @@ class ClaimedJob:
             context=str(row["context"] or ""),
             error_count=number_of("error_count", int) or 0,
             timeout_seconds=number_of("timeout_seconds", float),
+            snooze_count=number_of("snooze_count", int) or 0,
         )
         if problems:
             return cls(**{**_fields(job), "problem": "; ".join(problems)})

@@ -48,6 +48,7 @@ CLAIMED_COLUMNS = (
     Job.context,
     Job.error_count,
     Job.timeout_seconds,
+    Job.snooze_count,
 )
 """What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
 
@@ -140,6 +141,19 @@ class PortableStatements:
                 error_count=Job.error_count + 1,
                 last_error_message=error,
                 last_failed_at=db_now(),
+                run_at=db_now_plus(delay.total_seconds()),
+            )
+        )
+
+    def snooze_job(self, *, worker_id: str, job_id: uuid.UUID, delay: timedelta) -> Update:
+        """Unlock the job, due again `delay` from now, counting a snooze (not a failure)."""
+        return (
+            update(Job)
+            .where(Job.id == job_id, Job.locked_by == worker_id)
+            .values(
+                locked_by=None,
+                locked_at=None,
+                snooze_count=Job.snooze_count + 1,
                 run_at=db_now_plus(delay.total_seconds()),
             )
         )
