@@ -9,20 +9,26 @@ def test_all_is_pinned() -> None:
     assert sorted(sqla_jobs.__all__) == [
         "ConfigurationError",
         "DeadLetterJob",
+        "Discard",
         "DuplicateTaskNameError",
         "EnqueueError",
         "Job",
         "JobContext",
         "PayloadError",
+        "Retry",
         "Settings",
+        "Snooze",
         "SqlaJobsError",
         "Task",
         "UnknownTaskError",
         "Worker",
+        "constant_backoff",
         "enqueue",
         "enqueue_bulk",
         "enqueue_many",
         "enqueue_unique",
+        "exponential_backoff",
+        "exponential_backoff_with_jitter",
     ]
 
 
