@@ -46,7 +46,7 @@ class InsertJobsUnlessTaken(Executable, ClauseElement):
     def __init__(
         self,
         columns: Sequence[str],
-        rows: Select[Any],
+        rows: Select[*tuple[Any, ...]],
         *,
         on_unique_key: bool,
         job_id: uuid.UUID | None = None,
