@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import CursorResult, Engine, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue_unique
@@ -207,3 +208,30 @@ def test_redrive_runs_on_a_sync_session(database: TestDatabase, sync_engine: Eng
 def test_a_bad_batch_size_raises(batch_size: Any) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         redrive(batch_size=batch_size)
+
+
+async def test_concurrent_redrives_on_postgresql_move_each_dead_letter_once(
+    pg_database: TestDatabase,
+) -> None:
+    engine = create_async_engine(pg_database.url, pool_size=4)
+    try:
+        ids = {await add_dead_letter(engine, n=n, failed_ago=1000 - n) for n in range(20)}
+        started = asyncio.Barrier(4)
+
+        async def redrive_in_own_transaction() -> int:
+            async with AsyncSession(engine) as session:
+                await session.execute(select(1))
+                await started.wait()
+                statements = redrive(batch_size=10)
+                await session.execute(statements.insert)
+                result = await session.execute(statements.delete)
+                await session.commit()
+            return cast(CursorResult[Any], result).rowcount
+
+        moved = await asyncio.gather(*(redrive_in_own_transaction() for _ in range(4)))
+        # Locked dead letters are skipped, so the four share them out, each at most once.
+        assert sum(moved) == 20
+        assert {job.id for job in await jobs(engine)} == ids
+        assert await dead_ids(engine) == set()
+    finally:
+        await engine.dispose()
