@@ -44,7 +44,7 @@ class ClaimedJob:
         """Build a claimed job from a claim's result row, by column name."""
         run_at, created_at = row["run_at"], row["created_at"]
         priority, error_count = row["priority"], row["error_count"]
-        timeout = row["timeout_seconds"]
+        timeout, snooze_count = row["timeout_seconds"], row["snooze_count"]
         if (
             type(run_at) is datetime
             and type(created_at) is datetime
@@ -53,6 +53,7 @@ class ClaimedJob:
             and type(priority) is int
             and type(error_count) is int
             and (timeout is None or type(timeout) is float)
+            and type(snooze_count) is int
         ):
             # The common case (PostgreSQL hands typed values): nothing to convert or check.
             return cls(
@@ -66,6 +67,7 @@ class ClaimedJob:
                 row["context"] or "",
                 error_count,
                 timeout,
+                snooze_count,
             )
         return cls._converted(row)
 

@@ -236,3 +236,13 @@ async def test_a_snooze_is_written_only_by_the_worker_holding_the_job(
     assert await store.write_failure(owner="w2", job_id=job_id, outcome=snoozed)
     job = await one_job(engine)
     assert (job.snooze_count, job.locked_by) == (1, None)
+
+
+async def test_a_claim_reads_the_snooze_count(engine: AsyncEngine) -> None:
+    # Regression: the claim's typed fast path (PostgreSQL) once left the count at 0, so a job
+    # that always snoozed was never stopped by max_snoozes.
+    await add(engine, Controlled(action="snooze"))
+    async with engine.begin() as connection:
+        await connection.execute(update(Job).values(snooze_count=7))
+    [job] = await JobStore(engine).claim(worker_id="w1", queues=["default"], limit=1)
+    assert job.snooze_count == 7
