@@ -15,36 +15,50 @@ from .context import JobContext as JobContext
 from .enqueue import enqueue as enqueue
 from .enqueue import enqueue_many as enqueue_many
 from .errors import ConfigurationError as ConfigurationError
+from .errors import Discard as Discard
 from .errors import DuplicateTaskNameError as DuplicateTaskNameError
 from .errors import EnqueueError as EnqueueError
 from .errors import PayloadError as PayloadError
+from .errors import Retry as Retry
+from .errors import Snooze as Snooze
 from .errors import SqlaJobsError as SqlaJobsError
 from .errors import UnknownTaskError as UnknownTaskError
 from .models import DeadLetterJob as DeadLetterJob
 from .models import Job as Job
 from .periodic import Periodic as Periodic
 from .periodic import periodic as periodic
+from .retry import constant_backoff as constant_backoff
+from .retry import exponential_backoff as exponential_backoff
+from .retry import exponential_backoff_with_jitter as exponential_backoff_with_jitter
 from .settings import Settings as Settings
 from .tasks import Task as Task
+from .unique import enqueue_unique as enqueue_unique
 from .worker import Worker as Worker
 
 __all__ = [
     "ConfigurationError",
     "DeadLetterJob",
+    "Discard",
     "DuplicateTaskNameError",
     "EnqueueError",
     "Job",
     "JobContext",
     "PayloadError",
     "Periodic",
+    "Retry",
     "Settings",
+    "Snooze",
     "SqlaJobsError",
     "Task",
     "UnknownTaskError",
     "Worker",
+    "constant_backoff",
     "enqueue",
     "enqueue_bulk",
     "enqueue_many",
+    "enqueue_unique",
+    "exponential_backoff",
+    "exponential_backoff_with_jitter",
     "periodic",
 ]
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import Delete, Update, delete, update
+from sqlalchemy import Delete, Integer, Update, delete, exists, literal, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
+from sqla_jobs.dialects.insert_unless_taken import InsertJobsUnlessTaken
 from sqla_jobs.dialects.queue_limit import UpsertQueueLimit
-from sqla_jobs.models import Job, QueueLimit
+from sqla_jobs.models import DeadLetterJob, Job, QueueLimit
 from sqla_jobs.options import check_queue
 
 DEFAULT_CANCEL_REASON = "cancelled by request"
+DEFAULT_REDRIVE_BATCH_SIZE = 1000
 MAX_QUEUE_LIMIT = 2**31 - 1
 """The largest `max_running` (the column is an INTEGER)."""
 
@@ -57,3 +63,85 @@ def remove_queue_limit(queue: str) -> Delete:
     >>> await session.commit()
     """
     return delete(QueueLimit).where(QueueLimit.queue == check_queue(queue))
+
+
+class Redrive(NamedTuple):
+    """The two statements of `redrive()`: run both, in this order, in one transaction."""
+
+    insert: InsertJobsUnlessTaken
+    """Inserts the fresh jobs; a dead letter whose unique key is taken again is skipped."""
+    delete: Delete
+    """Deletes the dead letters that were inserted; its rowcount is how many were redriven."""
+
+
+_REDRIVEN_COLUMNS = ("id", "name", "payload", "queue", "priority", "context", "error_count")
+
+
+def redrive(
+    ids: Iterable[uuid.UUID] | None = None,
+    *,
+    queue: str | None = None,
+    name: str | None = None,
+    failed_before: datetime | None = None,
+    failed_after: datetime | None = None,
+    batch_size: int = DEFAULT_REDRIVE_BATCH_SIZE,
+) -> Redrive:
+    """Return the statements that move dead letters back into the queue as fresh jobs.
+
+    Which dead letters: those among `ids` (dead-letter ids, not the original jobs'), of
+    `queue`, of task `name`, failed before `failed_before` and after `failed_after`; every
+    condition given must hold. At most `batch_size` of them, the oldest failures first. Each
+    becomes a new job due now, with no errors, and the dead letter's name, payload, queue,
+    priority, context and unique key; its id is the dead letter's own (new to the job table).
+    A unique job whose key another job holds again is left in the dead-letter table, without
+    error: your transaction goes on. Execute both statements, in order, in one transaction;
+    the second's rowcount is the number of jobs redriven (run again until it is 0 to redrive
+    everything that matches).
+
+    >>> insert, delete = redrive(queue="mail", failed_after=an_hour_ago)
+    >>> await session.execute(insert)
+    >>> redriven = (await session.execute(delete)).rowcount
+    >>> await session.commit()
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("batch_size must be an int of at least 1")
+    chosen: list[ColumnElement[bool]] = []
+    if ids is not None:
+        chosen.append(DeadLetterJob.id.in_(list(ids)))
+    if queue is not None:
+        chosen.append(DeadLetterJob.queue == queue)
+    if name is not None:
+        chosen.append(DeadLetterJob.name == name)
+    if failed_before is not None:
+        chosen.append(DeadLetterJob.failed_at < failed_before)
+    if failed_after is not None:
+        chosen.append(DeadLetterJob.failed_at > failed_after)
+    # Read through the unique-key index: a dead letter whose key is taken is passed over, so
+    # it neither fails the insert nor fills every batch while others wait behind it.
+    key_is_taken = exists().where(
+        Job.name == DeadLetterJob.name, Job.unique_key == DeadLetterJob.unique_key
+    )
+    batch = (
+        select(
+            DeadLetterJob.id,
+            DeadLetterJob.name,
+            DeadLetterJob.payload,
+            DeadLetterJob.queue,
+            DeadLetterJob.priority,
+            DeadLetterJob.context,
+            literal(0, Integer()),
+            DeadLetterJob.unique_key,
+        )
+        .where(*chosen, ~key_is_taken)
+        .order_by(DeadLetterJob.failed_at, DeadLetterJob.id)
+        .limit(batch_size)
+        # Concurrent redrives pass over each other's dead letters instead of waiting for them.
+        .with_for_update(skip_locked=True)
+    )
+    # Any conflict is skipped: a key taken since the select above, or a dead letter that a
+    # concurrent redrive inserted already (same id).
+    insert = InsertJobsUnlessTaken((*_REDRIVEN_COLUMNS, "unique_key"), batch, on_unique_key=False)
+    # A job with a dead letter's id exists only if the insert above made it: its dead letter
+    # goes, and one whose insert was skipped stays.
+    inserted = exists().where(Job.id == DeadLetterJob.id)
+    return Redrive(insert, delete(DeadLetterJob).where(*chosen, inserted))

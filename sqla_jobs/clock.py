@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Float, literal
+from sqlalchemy import BigInteger, DateTime, Dialect, Float, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -120,3 +120,32 @@ def _compile_insert_time_plus_sqlite(
     # SQLite's 'now' is already the time of the current statement.
     seconds = compiler.process(element.clauses, **kw)
     return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({seconds}) || ' seconds')"
+
+
+class db_time_bucket(FunctionElement[int]):
+    """The start of the `seconds`-long period that holds the database's now, in Unix seconds.
+
+    Periods are aligned on the Unix epoch (an hour starts on the hour, UTC; a day at midnight,
+    UTC). On PostgreSQL "now" is the start of the transaction, as for `db_now`.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(literal(int(seconds), BigInteger()))
+
+
+@compiles(db_time_bucket, "postgresql")
+def _compile_time_bucket_postgresql(
+    element: db_time_bucket, compiler: SQLCompiler, **kw: Any
+) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(CAST(floor(extract(epoch FROM now()) / {seconds}) AS BIGINT) * {seconds})"
+
+
+@compiles(db_time_bucket, "sqlite")
+def _compile_time_bucket_sqlite(element: db_time_bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    # Integer division of a non-negative number rounds down, as floor() does.
+    seconds = compiler.process(element.clauses, **kw)
+    return f"((CAST(strftime('%s', 'now') AS INTEGER) / {seconds}) * {seconds})"

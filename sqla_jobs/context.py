@@ -34,6 +34,8 @@ class ClaimedJob:
     error_count: int
     timeout_seconds: float | None = None
     """The time limit enqueue() set for this job; None: its task's `timeout` option."""
+    snooze_count: int = 0
+    """How many times the job raised `Snooze` before this run."""
     problem: str | None = None
     """Why this row cannot be run as stored (a column the worker could not decode), if so."""
 
@@ -42,7 +44,7 @@ class ClaimedJob:
         """Build a claimed job from a claim's result row, by column name."""
         run_at, created_at = row["run_at"], row["created_at"]
         priority, error_count = row["priority"], row["error_count"]
-        timeout = row["timeout_seconds"]
+        timeout, snooze_count = row["timeout_seconds"], row["snooze_count"]
         if (
             type(run_at) is datetime
             and type(created_at) is datetime
@@ -51,6 +53,7 @@ class ClaimedJob:
             and type(priority) is int
             and type(error_count) is int
             and (timeout is None or type(timeout) is float)
+            and type(snooze_count) is int
         ):
             # The common case (PostgreSQL hands typed values): nothing to convert or check.
             return cls(
@@ -64,6 +67,7 @@ class ClaimedJob:
                 row["context"] or "",
                 error_count,
                 timeout,
+                snooze_count,
             )
         return cls._converted(row)
 
@@ -100,6 +104,7 @@ class ClaimedJob:
             context=str(row["context"] or ""),
             error_count=number_of("error_count", int) or 0,
             timeout_seconds=number_of("timeout_seconds", float),
+            snooze_count=number_of("snooze_count", int) or 0,
         )
         if problems:
             return cls(**{**_fields(job), "problem": "; ".join(problems)})

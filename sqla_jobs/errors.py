@@ -11,14 +11,21 @@ The hierarchy::
     ├── LockLostError
     ├── TransactionUsageError
     ├── JobFailedError
-    └── EnqueueError
-        └── PayloadError
+    ├── EnqueueError
+    │   └── PayloadError
+    └── JobControl          raised by a job's `run` to decide its fate
+        ├── Snooze
+        ├── Discard
+        └── Retry
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
+
+from .retry import MAX_RETRY_DELAY
 
 
 class SqlaJobsError(Exception):
@@ -79,3 +86,54 @@ class EnqueueError(SqlaJobsError):
 
 class PayloadError(EnqueueError):
     """The task's payload cannot be stored as JSON."""
+
+
+class JobControl(SqlaJobsError):
+    """A job's `run` asked for something other than success or an ordinary failure."""
+
+
+class Snooze(JobControl):
+    """Run this job again after `delay`, without counting a failure.
+
+    The snooze is counted instead: past its task's `max_snoozes` (100 unless set), the job is
+    dead-lettered.
+
+    >>> raise Snooze(timedelta(minutes=5))  # the report is not ready yet
+    """
+
+    def __init__(self, delay: timedelta) -> None:
+        self.delay = _check_delay(delay, "Snooze")
+        super().__init__(f"snoozed for {delay.total_seconds():g} s")
+
+
+class Discard(JobControl):
+    """Move this job to the dead-letter table now, without retrying it.
+
+    >>> raise Discard("the account was deleted")
+    """
+
+    def __init__(self, reason: str) -> None:
+        if not isinstance(reason, str) or not reason:
+            raise ValueError("Discard(reason) takes a non-empty string")
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Retry(JobControl):
+    """Fail this attempt and retry after `delay` (None: the task's backoff).
+
+    It counts as a failed attempt: once the job's retries are spent, it is dead-lettered.
+
+    >>> raise Retry(delay=timedelta(seconds=30), reason="rate limited") from exc
+    """
+
+    def __init__(self, *, delay: timedelta | None = None, reason: str = "retry requested") -> None:
+        self.delay = None if delay is None else _check_delay(delay, "Retry")
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _check_delay(delay: object, name: str) -> timedelta:
+    if not isinstance(delay, timedelta) or not timedelta(0) <= delay <= MAX_RETRY_DELAY:
+        raise ValueError(f"{name}(delay) takes a timedelta between 0 and 2**32 seconds")
+    return delay

@@ -18,8 +18,10 @@ from typing import Any, TypeAlias
 from loguru import logger
 from pydantic import ValidationError
 
+from . import errors
 from .context import ClaimedJob, JobContext
 from .errors import JobTimeoutError, UnknownTaskError
+from .options import DEFAULT_MAX_SNOOZES
 from .retry import MAX_RETRY_DELAY, exponential_backoff, is_exhausted
 from .tasks import Task, is_async
 
@@ -54,13 +56,20 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Snoozed:
+    """The job raised `Snooze`: run it again after `delay`, counting a snooze, not a failure."""
+
+    delay: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """The job failed its last retry (or was cancelled): move it to the dead-letter table."""
 
     error: str
 
 
-Outcome: TypeAlias = Completed | DoneInTransaction | Retry | DeadLetter
+Outcome: TypeAlias = Completed | DoneInTransaction | Retry | Snoozed | DeadLetter
 
 
 async def execute(
@@ -92,6 +101,13 @@ async def execute(
     except BaseException as exc:
         if ctx.is_completed:
             return DoneInTransaction(error=format_error(exc))
+        if isinstance(exc, errors.JobControl):
+            return control_outcome(
+                exc,
+                job=job,
+                task_class=task_class,
+                default_max_retries=default_max_retries,
+            )
         return failure_outcome(
             format_error(exc),
             error_count=job.error_count,
@@ -99,6 +115,46 @@ async def execute(
             default_max_retries=default_max_retries,
         )
     return DoneInTransaction() if ctx.is_completed else Completed()
+
+
+def control_outcome(
+    control: errors.JobControl,
+    *,
+    job: ClaimedJob,
+    task_class: type[Task] | None,
+    default_max_retries: int,
+) -> Outcome:
+    """Decide for a job whose `run` raised `Snooze`, `Discard` or `Retry`."""
+    match control:
+        case errors.Snooze(delay=delay):
+            options = task_class.__task_options__ if task_class else None
+            max_snoozes = options.max_snoozes if options else DEFAULT_MAX_SNOOZES
+            if job.snooze_count >= max_snoozes:
+                return DeadLetter(
+                    error=f"snoozed more than its max_snoozes ({max_snoozes}) allow\n\n"
+                    + format_error(control)
+                )
+            return Snoozed(delay=delay)
+        case errors.Discard():
+            return DeadLetter(error=format_error(control))
+        case errors.Retry(delay=delay):
+            outcome = failure_outcome(
+                format_error(control),
+                error_count=job.error_count,
+                task_class=task_class,
+                default_max_retries=default_max_retries,
+            )
+            if isinstance(outcome, Retry) and delay is not None:
+                return Retry(error=outcome.error, delay=delay)
+            return outcome
+        case _:
+            # A JobControl of the application's own: an ordinary failure.
+            return failure_outcome(
+                format_error(control),
+                error_count=job.error_count,
+                task_class=task_class,
+                default_max_retries=default_max_retries,
+            )
 
 
 def cancelled_outcome(reason: str, *, is_completed: bool) -> DoneInTransaction | DeadLetter:

@@ -261,7 +261,7 @@ def create_schema(op: SupportsGetBind | Connection, *, version: str) -> None:
     the newer version.
 
         def upgrade() -> None:
-            migrate.create_schema(op, version="a8b9c0d1e2f3")
+            migrate.create_schema(op, version="c0d1e2f3a4b5")
     """
     connection = _bound_connection(op)
     heads = _read_heads(connection)

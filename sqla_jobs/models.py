@@ -50,6 +50,8 @@ WAITING = text("locked_by IS NULL AND cancel_reason IS NULL")
 DEFERRED = text("locked_by IS NULL AND cancel_reason IS NULL AND run_at > created_at")
 """The predicate of the index `next_due` reads: waiting jobs that were scheduled or retried."""
 LOCKED = text("locked_by IS NOT NULL")
+HAS_UNIQUE_KEY = text("unique_key IS NOT NULL")
+"""The predicate of the unique-key index; `enqueue_unique`'s ON CONFLICT repeats it."""
 
 
 class Base(DeclarativeBase):
@@ -85,6 +87,11 @@ class Job(Base):
     """This job's time limit, overriding its task's `timeout` option; None: the task's."""
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     """Set by `cancel()`: the job is to be stopped (if running) and dead-lettered."""
+    unique_key: Mapped[str | None] = mapped_column(Text)
+    """Set by `enqueue_unique()`: no other job of this task holds the same key while this row
+    exists (queued, scheduled, retrying or running)."""
+    snooze_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    """How many times the job raised `Snooze`; past its task's `max_snoozes` it is dead-lettered."""
 
     __table_args__ = (
         # The claim's index: waiting jobs only (running and cancelled ones are left out), in the
@@ -126,6 +133,16 @@ class Job(Base):
             "id",
             postgresql_where=text("cancel_reason IS NOT NULL"),
             sqlite_where=text("cancel_reason IS NOT NULL"),
+        ),
+        # Unique jobs: one row per (task, key) while it exists. Partial, so the many jobs
+        # without a key cost it nothing; INSERT ... ON CONFLICT DO NOTHING relies on it.
+        Index(
+            "ix_sqla_jobs_job_unique_key",
+            "name",
+            "unique_key",
+            unique=True,
+            postgresql_where=HAS_UNIQUE_KEY,
+            sqlite_where=HAS_UNIQUE_KEY,
         ),
     )
 
@@ -179,6 +196,9 @@ class DeadLetterJob(Base):
     last_error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     failed_at: Mapped[datetime] = mapped_column(server_default=db_now(), index=True)
+    unique_key: Mapped[str | None] = mapped_column(Text)
+    """The unique job's key, kept for inspection only: a dead letter holds no key, so a new job
+    with the same key may be enqueued (`redrive` then leaves this one where it is)."""
 
     def __repr__(self) -> str:
         return f"<DeadLetterJob {self.id} {self.name!r} original={self.original_job_id}>"

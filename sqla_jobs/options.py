@@ -17,6 +17,7 @@ from .retry import Backoff
 MAX_NAME_LENGTH = 255
 """The longest task or queue name, in characters (the columns are VARCHAR(255))."""
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+DEFAULT_MAX_SNOOZES = 100
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
 
@@ -61,6 +62,13 @@ def check_max_retries(max_retries: object) -> int | None:
     if not _is_int(max_retries) or max_retries < 0:
         raise ValueError("max_retries must be an int >= 0 (or None)")
     return max_retries
+
+
+def check_max_snoozes(max_snoozes: object) -> int:
+    """Return `max_snoozes` if valid, else raise `ValueError`."""
+    if not _is_int(max_snoozes) or not 0 <= max_snoozes <= _INT32_MAX:
+        raise ValueError("max_snoozes must be an int between 0 and 2**31 - 1")
+    return max_snoozes
 
 
 def check_backoff(backoff: object) -> Backoff:

@@ -24,11 +24,13 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigurationError, DuplicateTaskNameError, UnknownTaskError
 from .options import DEFAULT_MAX_PAYLOAD_BYTES as DEFAULT_MAX_PAYLOAD_BYTES
+from .options import DEFAULT_MAX_SNOOZES as DEFAULT_MAX_SNOOZES
 from .options import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from .options import (
     check_backoff,
     check_max_payload_bytes,
     check_max_retries,
+    check_max_snoozes,
     check_name,
     check_priority,
     check_queue,
@@ -40,7 +42,16 @@ if TYPE_CHECKING:
     from .context import JobContext
 
 _OPTION_NAMES = frozenset(
-    {"name", "queue", "priority", "max_retries", "backoff", "max_payload_bytes", "timeout"}
+    {
+        "name",
+        "queue",
+        "priority",
+        "max_retries",
+        "backoff",
+        "max_payload_bytes",
+        "timeout",
+        "max_snoozes",
+    }
 )
 
 
@@ -58,6 +69,8 @@ class TaskOptions:
     """The largest payload `enqueue` accepts, in bytes of compact UTF-8 JSON."""
     timeout: timedelta | None = None
     """How long one attempt may run before it fails; None: no limit."""
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
+    """How many times a job may raise `Snooze`; the next snooze dead-letters it."""
 
 
 class Task(BaseModel):
@@ -117,6 +130,7 @@ def _make_options(cls: type[Task], given: dict[str, Any]) -> TaskOptions:
                 given.get("max_payload_bytes", inherited.max_payload_bytes)
             ),
             timeout=check_timeout(given.get("timeout", inherited.timeout)),
+            max_snoozes=check_max_snoozes(given.get("max_snoozes", inherited.max_snoozes)),
         )
     except ValueError as exc:
         raise ConfigurationError(f"{cls.__qualname__}: {exc}") from exc

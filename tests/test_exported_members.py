@@ -9,21 +9,28 @@ def test_all_is_pinned() -> None:
     assert sorted(sqla_jobs.__all__) == [
         "ConfigurationError",
         "DeadLetterJob",
+        "Discard",
         "DuplicateTaskNameError",
         "EnqueueError",
         "Job",
         "JobContext",
         "PayloadError",
         "Periodic",
+        "Retry",
         "Settings",
+        "Snooze",
         "SqlaJobsError",
         "Task",
         "UnknownTaskError",
         "Worker",
+        "constant_backoff",
         "enqueue",
         "enqueue_bulk",
         "enqueue_many",
         "periodic",
+        "enqueue_unique",
+        "exponential_backoff",
+        "exponential_backoff_with_jitter",
     ]
 
 

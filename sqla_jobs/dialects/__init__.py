@@ -73,6 +73,10 @@ class JobStatements(Protocol):
         """Record a failure and unlock the job, due again `delay` from now."""
         ...
 
+    def snooze_job(self, *, worker_id: str, job_id: uuid.UUID, delay: timedelta) -> Update:
+        """Unlock the job, due again `delay` from now, counting a snooze (not a failure)."""
+        ...
+
     def dead_letter_job(
         self, *, worker_id: str | None, job_id: uuid.UUID, error: str
     ) -> tuple[Insert, Delete]:

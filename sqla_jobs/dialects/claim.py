@@ -40,6 +40,7 @@ CLAIMED_COLUMNS = (
     Job.context,
     Job.error_count,
     Job.timeout_seconds,
+    Job.snooze_count,
 )
 """What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
 

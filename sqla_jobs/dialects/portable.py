@@ -61,6 +61,19 @@ class PortableStatements:
             )
         )
 
+    def snooze_job(self, *, worker_id: str, job_id: uuid.UUID, delay: timedelta) -> Update:
+        """Unlock the job, due again `delay` from now, counting a snooze (not a failure)."""
+        return (
+            update(Job)
+            .where(Job.id == job_id, Job.locked_by == worker_id)
+            .values(
+                locked_by=None,
+                locked_at=None,
+                snooze_count=Job.snooze_count + 1,
+                run_at=db_now_plus(delay.total_seconds()),
+            )
+        )
+
     def dead_letter_job(
         self, *, worker_id: str | None, job_id: uuid.UUID, error: str
     ) -> tuple[Insert, Delete]:
@@ -82,6 +95,7 @@ class PortableStatements:
                 DeadLetterJob.error_count,
                 DeadLetterJob.last_error_message,
                 DeadLetterJob.created_at,
+                DeadLetterJob.unique_key,
             ],
             select(
                 literal(uuid.uuid4(), Uuid()),
@@ -94,6 +108,7 @@ class PortableStatements:
                 Job.error_count + 1,
                 literal(error),
                 Job.created_at,
+                Job.unique_key,
             )
             .where(*held)
             # Locks the row it copies, so the delete that follows finds exactly that row,

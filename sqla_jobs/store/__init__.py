@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.dialects.slots import SlotStatements
-from sqla_jobs.execution import DeadLetter, Retry
+from sqla_jobs.execution import DeadLetter, Retry, Snoozed
 from sqla_jobs.store.claims import ClaimStore
 from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
@@ -82,9 +82,10 @@ class JobStore(ClaimStore, PeriodicSlotStore):
         return self.statements.delete_jobs(worker_id=worker_id, job_ids=[job_id])
 
     async def write_failure(
-        self, *, owner: str, job_id: uuid.UUID, outcome: Retry | DeadLetter
+        self, *, owner: str, job_id: uuid.UUID, outcome: Retry | Snoozed | DeadLetter
     ) -> bool:
-        """Write a failed attempt of the job `owner` holds: reschedule it or dead-letter it.
+        """Write an unsuccessful run of the job `owner` holds: reschedule it (a retry or a
+        snooze) or dead-letter it.
 
         Returns False, having changed nothing, if `owner` no longer holds the job.
         """
@@ -95,6 +96,9 @@ class JobStore(ClaimStore, PeriodicSlotStore):
                         worker_id=owner, job_id=job_id, error=error, delay=delay
                     )
                     return (await connection.execute(retry)).rowcount == 1
+                case Snoozed(delay=delay):
+                    snooze = self.statements.snooze_job(worker_id=owner, job_id=job_id, delay=delay)
+                    return (await connection.execute(snooze)).rowcount == 1
                 case DeadLetter(error=error):
                     return await self._dead_letter(connection, owner, job_id, error)
                 case _:

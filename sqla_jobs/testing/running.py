@@ -97,11 +97,13 @@ class DrainSummary:
     """Failed attempts that exhausted their retries and moved to the dead-letter table."""
     failures: tuple[JobFailure, ...]
     """The failed attempts' errors (the latest 100 if there were more)."""
+    snoozed: int = 0
+    """Runs that raised `Snooze` (not failures: the job runs again after its delay)."""
 
     @property
     def processed(self) -> int:
         """Return the number of jobs run, whatever their outcome."""
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.snoozed
 
 
 @overload
@@ -169,6 +171,7 @@ async def _drain(
         retried=retried,
         dead_lettered=dead_lettered,
         failures=tuple(JobFailure(*failure) for failure in worker.failures),
+        snoozed=outcomes["Snoozed"],
     )
     if raise_failures and summary.failed:
         raise JobFailedError(summary.failures, count=summary.failed)

@@ -166,7 +166,7 @@ class Worker:
 
     @property
     def outcomes(self) -> Counter[str]:
-        """How many jobs ended with each outcome: ``Completed``, ``Retry``, ``DeadLetter``, …"""
+        """How many jobs ended with each outcome: ``Completed``, ``Retry``, ``Snoozed``, …"""
         return self.runner.outcomes
 
     @property

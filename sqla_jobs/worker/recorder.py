@@ -16,7 +16,14 @@ from typing import assert_never
 
 from loguru import logger
 
-from sqla_jobs.execution import Completed, DeadLetter, DoneInTransaction, Outcome, Retry
+from sqla_jobs.execution import (
+    Completed,
+    DeadLetter,
+    DoneInTransaction,
+    Outcome,
+    Retry,
+    Snoozed,
+)
 from sqla_jobs.store import JobStore
 from sqla_jobs.store.retrying import GaveUp, retry_database, summarize_error
 
@@ -79,6 +86,9 @@ class OutcomeRecorder:
                         retry_in=delay.total_seconds(),
                         error=summarize_error(error),
                     )
+            case Snoozed(delay=delay):
+                if await self._write(owner, job_id, outcome):
+                    logger.info("job snoozed", run_in=delay.total_seconds())
             case DeadLetter(error=error):
                 if await self._write(owner, job_id, outcome):
                     logger.error(
@@ -136,7 +146,9 @@ class OutcomeRecorder:
             deleted += await self._store.delete_jobs(worker_id=owner, job_ids=job_ids)
         return deleted
 
-    async def _write(self, owner: str, job_id: uuid.UUID, outcome: Retry | DeadLetter) -> bool:
+    async def _write(
+        self, owner: str, job_id: uuid.UUID, outcome: Retry | Snoozed | DeadLetter
+    ) -> bool:
         self._writing.add(job_id)
         try:
             held = await retry_database(

@@ -98,7 +98,7 @@ class JobRunner:
         """Set by a forced shutdown: stop waiting for job threads that will not return."""
         self.jobs_processed = 0
         self.outcomes: Counter[str] = Counter()
-        """How many jobs ended with each outcome (``Completed``, ``Retry``, ``DeadLetter``, …)."""
+        """How many jobs ended with each outcome (``Completed``, ``Retry``, ``Snoozed``, …)."""
         self.failures: deque[tuple[uuid.UUID, str, str]] = deque(maxlen=MAX_KEPT_FAILURES)
         """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
 
