@@ -66,7 +66,7 @@ def _list_periodic(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .migrate import upgrade
+    from .migrate import run_migrate_command
 
     try:
         settings = worker_command.settings_from(args)
@@ -74,8 +74,7 @@ def _migrate(args: argparse.Namespace) -> int:
         parser_error = f"invalid settings: {exc}"
         raise SystemExit(parser_error) from None
     log.configure(settings)
-    upgrade(settings.database_url.get_secret_value(), args.revision)
-    return 0
+    return run_migrate_command(settings.database_url.get_secret_value(), args.revision)
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

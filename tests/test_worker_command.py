@@ -148,3 +148,22 @@ async def test_the_readme_task_runs_with_state_from_a_factory(
     assert await predicate(engine, ledger.c.key == "state", equals=2)()  # opened, closed
     assert "no imported task uses this queue" in worker.output
     assert "nobody_uses_this" in worker.output
+
+
+def test_migrate_against_a_missing_database_is_one_sentence(
+    pg_database: TestDatabase, tmp_path: Path
+) -> None:
+    url = make_url(pg_database.url).set(database="sqla_jobs_no_such_database")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SQLA_JOBS_")}
+    command = [sys.executable, "-m", "sqla_jobs", "migrate", "--database-url"]
+    result = subprocess.run(
+        [*command, url.render_as_string(hide_password=False)],
+        env=environment | {"PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_one_sentence(result, 1, "sqla_jobs_no_such_database")
+    assert "migration failed" in result.stderr

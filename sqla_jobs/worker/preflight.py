@@ -120,11 +120,11 @@ def _check_schema(url: URL) -> None:
         ) from None
     if current == heads:
         return
+    # Applied by `sqla_jobs migrate`, or by the application's own Alembic: name both ways.
+    how = "run `python -m sqla_jobs migrate` (or `alembic upgrade heads` in your application)"
     if not current:
-        raise StartupError(
-            f"{display_url(url)} has no sqla_jobs schema: run `python -m sqla_jobs migrate`"
-        )
+        raise StartupError(f"{display_url(url)} has no sqla_jobs schema: {how}")
     raise StartupError(
         f"the schema of {display_url(url)} is at {', '.join(sorted(current))}, this version of "
-        f"sqla_jobs needs {', '.join(sorted(heads))}: run `python -m sqla_jobs migrate`"
+        f"sqla_jobs needs {', '.join(sorted(heads))}: {how}"
     )
