@@ -132,6 +132,8 @@ class JobContext:
     worker_id: str
     state: Any
     """Whatever the application gave the worker as `state` (its engine, its clients, …)."""
+    snooze_count: int = field(default=0, kw_only=True)
+    """Times this job snoozed (`raise Snooze(...)`) before this run; snoozes are not attempts."""
     _transactions: TransactionBinding | None = field(
         default=None, kw_only=True, repr=False, compare=False
     )
@@ -186,5 +188,6 @@ class JobContext:
             run_at=job.run_at,
             worker_id=worker_id,
             state=state,
+            snooze_count=job.snooze_count,
             _transactions=transactions,
         )

@@ -23,6 +23,7 @@ from sqla_jobs.testing import drain
 from tests.helpers import TestDatabase
 
 runs: list[str] = []
+snoozed: list[tuple[int, int]] = []
 
 
 class Controlled(Task, name="tests.control.controlled", max_retries=2):
@@ -46,6 +47,7 @@ class Controlled(Task, name="tests.control.controlled", max_retries=2):
 class SyncSnoozes(Task, name="tests.control.sync_snoozes", max_snoozes=2):
     def run(self, ctx: JobContext) -> None:
         runs.append("sync")
+        snoozed.append((ctx.attempt, ctx.snooze_count))
         raise Snooze(timedelta(0))
 
 
@@ -57,6 +59,7 @@ TASKS: Mapping[str, type[Task]] = {
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     runs.clear()
+    snoozed.clear()
 
 
 def claimed(task: Task, *, error_count: int = 0, snooze_count: int = 0) -> ClaimedJob:
@@ -194,6 +197,8 @@ async def test_snoozes_run_the_job_again_until_max_snoozes_dead_letters_it(
     summary = await drain(engine, tasks=[SyncSnoozes])
     # Two snoozes allowed (max_snoozes=2), the third run is dead-lettered.
     assert runs == ["sync"] * 3
+    # A snooze is no attempt; the job sees how often it snoozed.
+    assert snoozed == [(1, 0), (1, 1), (1, 2)]
     assert (summary.snoozed, summary.dead_lettered, summary.processed) == (2, 1, 3)
     [dead] = await dead_letters(engine)
     assert "max_snoozes (2)" in (dead.last_error_message or "")
