@@ -4,41 +4,32 @@
 INSERT statements for the caller to execute; `sqla_jobs.bulk.enqueue_bulk()` copies rows over
 the caller's connection. All three build rows with `job_rows`, so they accept and refuse the
 same tasks and options.
+
+Owns the rows themselves (`JobRow`, `job_row`, `job_row_chunks`) and their ids; the per-call
+options are `sqla_jobs.enqueue_options` (`Schedule`, `Overrides`) and the payload's JSON is
+`sqla_jobs.payload` (`encode_payload`), both re-exported here for existing importers.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from pydantic_core import PydanticSerializationError
 from sqlalchemy import Executable
 
 from .clock import db_insert_time_plus
 from .dialects.insert_rows import InsertJobRows
-from .errors import EnqueueError, PayloadError
+from .enqueue_options import Overrides as Overrides
+from .enqueue_options import Schedule as Schedule
+from .errors import EnqueueError
 from .models import Job
-from .options import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    check_context,
-    check_max_payload_bytes,
-    check_priority,
-    check_queue,
-    check_timeout,
-)
+from .payload import encode_payload as encode_payload
 from .tasks import Task, is_concrete
-
-# A NUL character, as JSON escapes it: "\u0000" after an even number of backslashes (an odd
-# number would make it the text "\u0000", which is fine).
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class JobRow(NamedTuple):
@@ -212,63 +203,6 @@ def _random_ids(batch: int = 1024) -> Iterator[str]:
             yield f"{(value & _UUID4_MASK) | _UUID4_BITS:032x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When new jobs are due: at `run_at`, `delay` after their insert, or (neither) at once."""
-
-    run_at: datetime | None
-    delay: timedelta | None
-
-    @classmethod
-    def checked(cls, run_at: object, delay: object) -> Schedule:
-        if run_at is not None and delay is not None:
-            raise EnqueueError("pass run_at or delay, not both")
-        return cls(
-            run_at=None if run_at is None else _check_run_at(run_at),
-            delay=None if delay is None else _check_delay(delay),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Overrides:
-    """The per-call options of `enqueue()` and the bulk forms, each validated once."""
-
-    priority: int | None
-    queue: str | None
-    context: str
-    max_payload_bytes: int | None
-    timeout_seconds: float | None
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        priority: object,
-        queue: object,
-        context: object,
-        max_payload_bytes: object,
-        timeout: object,
-    ) -> Overrides:
-        # The very checks of Task class options (sqla_jobs.options), as EnqueueError here.
-        try:
-            checked_timeout = check_timeout(timeout)
-            return cls(
-                priority=None if priority is None else check_priority(priority),
-                queue=None if queue is None else check_queue(queue),
-                context=check_context(context),
-                max_payload_bytes=(
-                    None
-                    if max_payload_bytes is None
-                    else check_max_payload_bytes(max_payload_bytes)
-                ),
-                timeout_seconds=None
-                if checked_timeout is None
-                else checked_timeout.total_seconds(),
-            )
-        except ValueError as exc:
-            raise EnqueueError(str(exc)) from exc
-
-
 def job_row(task: Task, overrides: Overrides, job_id: str) -> JobRow:
     """Return the row of a new job `job_id` running `task` (its options were checked when its
     class was created, the overrides when they were given)."""
@@ -285,81 +219,3 @@ def job_row(task: Task, overrides: Overrides, job_id: str) -> JobRow:
         overrides.context,
         overrides.timeout_seconds,
     )
-
-
-def encode_payload(task: Task, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
-    """Return `task`'s fields as JSON text, or raise `PayloadError` saying what is wrong.
-
-    Refused: what JSON cannot hold (NaN, infinities, NUL characters, text or bytes that are
-    not valid UTF-8), and JSON longer than `max_bytes` in compact UTF-8. Everything refused
-    here would otherwise fail the caller's whole transaction at commit, or change on the way.
-    """
-    name = type(task).__qualname__
-    try:
-        text = task.model_dump_json()
-    except (PydanticSerializationError, UnicodeError) as exc:
-        raise PayloadError(f"{name}{_failing_field(task)} cannot be stored as JSON: {exc}") from exc
-    # Task dumps NaN and infinities as the constants NaN and Infinity, which are not JSON;
-    # the substring test keeps the search for their field off the common path.
-    if "NaN" in text or "Infinity" in text:
-        found = _non_finite(task.model_dump(), "")
-        if found is not None:
-            path, value = found
-            raise PayloadError(f"{name}: {path} is {value}, which JSON cannot hold")
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):
-        # PostgreSQL rejects \u0000 in JSONB at commit, which would sink the caller's transaction.
-        raise PayloadError(f"{name} payload contains a NUL character (\\u0000)")
-    # PostgreSQL would take up to ~256 MB of JSONB; a runaway payload is better refused here,
-    # in the caller's request, than read back by every claim and retry of the job.
-    size = len(text) if text.isascii() else len(text.encode())
-    if size > max_bytes:
-        raise PayloadError(
-            f"{name} payload is {size} bytes of JSON, over the limit of "
-            f"{max_bytes} bytes (max_payload_bytes)"
-        )
-    return text
-
-
-def _failing_field(task: Task) -> str:
-    """Return " field <name>" for the first field that cannot be serialised, or ""."""
-    for field in type(task).model_fields:
-        try:
-            task.model_dump_json(include={field})
-        except (PydanticSerializationError, UnicodeError):
-            return f" field {field!r}"
-    return ""
-
-
-def _non_finite(value: object, path: str) -> tuple[str, float] | None:
-    """Return the path and value of the first NaN or infinity inside `value`, if any."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path, value)
-    if isinstance(value, dict):
-        items: Iterable[tuple[object, object]] = value.items()
-        for key, item in items:
-            found = _non_finite(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list | tuple | set | frozenset):
-        for index, item in enumerate(value):
-            found = _non_finite(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _check_run_at(run_at: object) -> datetime:
-    if not isinstance(run_at, datetime):
-        raise EnqueueError("run_at must be a datetime")
-    if run_at.tzinfo is None or run_at.utcoffset() is None:
-        raise EnqueueError(
-            "run_at must be timezone-aware (e.g. datetime.now(UTC) + ...): a naive datetime "
-            "is ambiguous"
-        )
-    return run_at
-
-
-def _check_delay(delay: object) -> timedelta:
-    if not isinstance(delay, timedelta):
-        raise EnqueueError("delay must be a timedelta")
-    return delay

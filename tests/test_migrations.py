@@ -251,7 +251,7 @@ def test_wheel_ships_the_history_and_migrates_from_it(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
         archive.extractall(unpacked)
-    expected = {"sqla_jobs/_alembic/env.py", "sqla_jobs/py.typed", "sqla_jobs/migrate.py"}
+    expected = {"sqla_jobs/_alembic/env.py", "sqla_jobs/py.typed", "sqla_jobs/migrate/__init__.py"}
     assert expected | revisions <= shipped
 
     database = tmp_path / "x.db"
@@ -274,5 +274,5 @@ def test_wheel_ships_the_history_and_migrates_from_it(tmp_path: Path) -> None:
         cwd=workdir,
         env=env,
     ).splitlines()
-    assert Path(imported[1]) == unpacked / "sqla_jobs" / "migrate.py"
+    assert Path(imported[1]) == unpacked / "sqla_jobs" / "migrate" / "__init__.py"
     assert Path(imported[2]) == unpacked / "sqla_jobs" / "_alembic"
