@@ -27,10 +27,10 @@ def test_all_is_pinned() -> None:
         "enqueue",
         "enqueue_bulk",
         "enqueue_many",
-        "periodic",
         "enqueue_unique",
         "exponential_backoff",
         "exponential_backoff_with_jitter",
+        "periodic",
     ]
 
 
