@@ -442,3 +442,40 @@ def test_sqlite_reads_the_same_indexes_in_order(
     assert not any(line.startswith("SCAN running") for line in claim), claim
     probe = f"SEARCH sqla_jobs_job USING INDEX {NEXT_DUE_INDEX} (queue=? AND run_at>?)"
     assert next_due.count(probe) == len(queues), next_due
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom_plan", "generic_plan"])
+def test_the_claim_reads_its_index_when_statistics_predate_the_due_jobs(
+    million_engine: Engine, generic: bool
+) -> None:
+    # A bulk of scheduled jobs, analyzed; then due jobs that no statistics know of. Compared
+    # with now() itself the planner saw no due row and scanned and sorted the whole table.
+    future_only = INSERT_JOBS.format(
+        queue="'default'",
+        priority="0",
+        error_count="0",
+        last_error_message="NULL",
+        last_failed_at="NULL",
+        run_at="now() + interval '1 hour'",
+    )
+    with million_engine.begin() as connection:
+        connection.execute(text("TRUNCATE sqla_jobs_job"))
+        connection.execute(text(future_only), {"backlog": BACKLOG, "due": 0})
+    with million_engine.begin() as connection:
+        connection.execute(text("ANALYZE sqla_jobs_job"))
+    with million_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sqla_jobs_job (id, name, payload, queue, priority, context, "
+                "created_at, error_count, run_at) SELECT gen_random_uuid(), 'tests.plan', "
+                "'{}'::jsonb, 'default', 0, '', now(), 0, now() - n * interval '1 ms' "
+                "FROM generate_series(1, :due) AS n"
+            ),
+            {"due": DUE},
+        )
+    statement = PostgreSQLStatements().claim_jobs(worker_id="w", queues=["default"], limit=LIMIT)
+    with million_engine.connect() as connection:
+        top = explain(connection, statement, generic=generic)
+        connection.rollback()
+    assert top["Actual Rows"] == LIMIT, describe(top)
+    assert_reads_in_order(top, index=CLAIM_INDEX, scans=1, rows=LIMIT)

@@ -72,7 +72,13 @@ def claimable(queue: str) -> tuple[ColumnElement[bool], ...]:
     A locked job belongs to its worker for as long as that worker's lease lives, however old
     its lock; only the rescuer frees it (see `lost_jobs`).
     """
-    return (Job.queue == queue, *waiting(), Job.run_at <= db_now())
+    # "Due" compares with (SELECT now()), a value the planner cannot see: it then assumes a
+    # third of the waiting jobs are due and reads the claim index in order, stopping after
+    # LIMIT rows. Compared with now() itself, statistics gathered while the backlog was all
+    # in the future (a bulk of scheduled jobs, then fresh due ones) say no row is due, and the
+    # planner scans and sorts the whole table at every claim (measured: 230 ms instead of 6 ms
+    # with 1 000 000 jobs scheduled ahead).
+    return (Job.queue == queue, *waiting(), Job.run_at <= select(db_now()).scalar_subquery())
 
 
 CLAIM_LIMIT = "claim_limit"
