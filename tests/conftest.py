@@ -19,8 +19,10 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from loguru import logger
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
@@ -235,3 +237,16 @@ def _sqlite_test_database(path: Path) -> TestDatabase:
     return TestDatabase(
         dialect="sqlite", url=f"sqlite+aiosqlite:///{path}", sync_url=f"sqlite:///{path}"
     )
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[Any]]:
+    """Collect the records sqla_jobs logs during the test (DEBUG and up)."""
+    records: list[Any] = []
+    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
+    logger.enable("sqla_jobs")
+    try:
+        yield records
+    finally:
+        logger.disable("sqla_jobs")
+        logger.remove(sink)

@@ -10,12 +10,11 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from loguru import logger
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -210,18 +209,6 @@ def commit_in_transaction(binding: TransactionBinding) -> None:
     """Do to `binding` what a committed `ctx.transaction()` does."""
     binding.open()
     binding.close(committed=True)
-
-
-@pytest.fixture
-def log_records() -> Iterator[list[Any]]:
-    records: list[Any] = []
-    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
-    logger.enable("sqla_jobs")
-    try:
-        yield records
-    finally:
-        logger.disable("sqla_jobs")
-        logger.remove(sink)
 
 
 def retry_of(outcome: Outcome) -> Retry:

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from loguru import logger
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -328,18 +327,6 @@ async def _no_jobs(engine: AsyncEngine) -> bool:
 
 async def _has_dead_letter(engine: AsyncEngine) -> bool:
     return bool(await dead_letters(engine))
-
-
-@pytest.fixture
-def log_records() -> Iterator[list[Any]]:
-    records: list[Any] = []
-    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
-    logger.enable("sqla_jobs")
-    try:
-        yield records
-    finally:
-        logger.disable("sqla_jobs")
-        logger.remove(sink)
 
 
 async def test_an_undecodable_sqlite_row_is_a_failed_attempt_of_that_row(

@@ -11,13 +11,12 @@ the lock. Then B's run ends and B completes the job normally.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 import pytest
-from loguru import logger
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -46,19 +45,6 @@ class Gated(Task, name="tests.faults.stolen_lock.gated", queue=QUEUE):
         await gate.release.wait()
         if gate.outcome == "fail":
             raise RuntimeError("failed after its lock was stolen")
-
-
-@pytest.fixture
-def log_records() -> Iterator[list[Record]]:
-    """Collect the records sqla_jobs logs during the test."""
-    records: list[Record] = []
-    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
-    logger.enable("sqla_jobs")
-    try:
-        yield records
-    finally:
-        logger.disable("sqla_jobs")
-        logger.remove(sink)
 
 
 def make_worker(database: TestDatabase, gate: Gate, *, max_retries: int) -> Worker:
