@@ -20,24 +20,11 @@ from sqlalchemy.orm import Session
 
 from . import wakeup
 from .clock import db_insert_time_plus, db_now
-from .dialects.insert_rows import InsertJobRows
+from .dialects.insert_rows import JOB_ROW_COLUMNS, InsertJobRows
 from .enqueue import JobRow, Schedule, job_row_chunks
 from .errors import EnqueueError
 from .models import Job
 from .tasks import Task
-
-_COLUMNS = (
-    "id",
-    "name",
-    "payload",
-    "queue",
-    "priority",
-    "context",
-    "timeout_seconds",
-    "error_count",
-    "run_at",
-)
-"""The columns COPY fills, in `JobRow` order then ``error_count, run_at``."""
 
 Record = tuple[Any, ...]
 
@@ -134,7 +121,9 @@ async def _enqueue_bulk_async(
     driver: Any = (await connection.get_raw_connection()).driver_connection
     stream = _Stream(chunks, schedule, clock)
     if _is_asyncpg(driver):
-        await driver.copy_records_to_table(Job.__tablename__, records=stream, columns=_COLUMNS)
+        await driver.copy_records_to_table(
+            Job.__tablename__, records=stream, columns=JOB_ROW_COLUMNS
+        )
     elif _is_psycopg_async(driver):
         async with driver.cursor() as cursor, cursor.copy(_copy_statement()) as copy:
             for record in stream:
@@ -273,5 +262,5 @@ def _copy_statement() -> Any:
     from psycopg import sql
 
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(Job.__tablename__), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+        sql.Identifier(Job.__tablename__), sql.SQL(", ").join(map(sql.Identifier, JOB_ROW_COLUMNS))
     )

@@ -88,7 +88,7 @@ def _compile_now_plus_sqlite(element: db_now_plus, compiler: SQLCompiler, **kw: 
     return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({seconds}) || ' seconds')"
 
 
-class db_insert_time_plus(FunctionElement[datetime]):
+class db_insert_time_plus(db_now_plus):
     """The database's time at this very statement plus a number of seconds (for `delay=`).
 
     Unlike `db_now` (on PostgreSQL the start of the transaction, which comparisons want), this
@@ -96,13 +96,7 @@ class db_insert_time_plus(FunctionElement[datetime]):
     due that long after its insert. A NULL number of seconds gives NULL.
     """
 
-    type = UTCDateTime()
     inherit_cache = True
-
-    def __init__(self, seconds: float | ColumnElement[float]) -> None:
-        if not isinstance(seconds, ColumnElement):
-            seconds = literal(float(seconds), Float())
-        super().__init__(seconds)
 
 
 @compiles(db_insert_time_plus, "postgresql")
@@ -113,13 +107,8 @@ def _compile_insert_time_plus_postgresql(
     return f"(clock_timestamp() + CAST({seconds} AS DOUBLE PRECISION) * INTERVAL '1 second')"
 
 
-@compiles(db_insert_time_plus, "sqlite")
-def _compile_insert_time_plus_sqlite(
-    element: db_insert_time_plus, compiler: SQLCompiler, **kw: Any
-) -> str:
-    # SQLite's 'now' is already the time of the current statement.
-    seconds = compiler.process(element.clauses, **kw)
-    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({seconds}) || ' seconds')"
+# SQLite's 'now' is already the time of the current statement: the same SQL as db_now_plus.
+compiles(db_insert_time_plus, "sqlite")(_compile_now_plus_sqlite)
 
 
 class db_time_bucket(FunctionElement[int]):

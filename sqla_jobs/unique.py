@@ -19,6 +19,7 @@ from sqlalchemy import Float, Integer, String, Text, Uuid, cast, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from .clock import UTCDateTime, db_insert_time_plus, db_now, db_time_bucket
+from .dialects.insert_rows import JOB_ROW_COLUMNS
 from .dialects.insert_unless_taken import InsertJobsUnlessTaken
 from .enqueue import Overrides, Schedule, job_row
 from .errors import EnqueueError
@@ -28,18 +29,7 @@ from .tasks import Task
 MAX_KEY_BYTES = 1000
 """The longest `key=` in bytes of UTF-8: the index entry must fit a PostgreSQL B-tree page."""
 
-_COLUMNS = (
-    "id",
-    "name",
-    "payload",
-    "queue",
-    "priority",
-    "context",
-    "timeout_seconds",
-    "error_count",
-    "run_at",
-    "unique_key",
-)
+_COLUMNS = (*JOB_ROW_COLUMNS, "unique_key")
 
 
 def enqueue_unique(

@@ -40,7 +40,7 @@ from sqla_jobs.models import Job
 if TYPE_CHECKING:
     from sqla_jobs.enqueue import JobRow
 
-_TARGET = [
+JOB_ROW_COLUMNS = (
     "id",
     "name",
     "payload",
@@ -50,15 +50,12 @@ _TARGET = [
     "timeout_seconds",
     "error_count",
     "run_at",
-]
+)
+"""The columns every bulk form of enqueue fills: `JobRow`'s order, then error_count, run_at."""
 
 
-class InsertJobRows(Executable, ClauseElement):
-    """INSERT the given job rows; execute it with `session.execute()` like any statement.
-
-    Every row is due at `run_at` if given, else `delay_seconds` after its insert if given, else
-    at the database's now.
-    """
+class JobInsert(Executable, ClauseElement):
+    """An INSERT into the job table built at compile time for the dialect that runs it."""
 
     inherit_cache = True
     # Compiled as an INSERT, so the compiler asks the statement what it asks an Insert.
@@ -66,6 +63,16 @@ class InsertJobRows(Executable, ClauseElement):
     _return_defaults = False
     inserts_jobs = True
     """Marks the statement for the in-process wake-up hook (it is no `Insert` construct)."""
+
+
+class InsertJobRows(JobInsert):
+    """INSERT the given job rows; execute it with `session.execute()` like any statement.
+
+    Every row is due at `run_at` if given, else `delay_seconds` after its insert if given, else
+    at the database's now.
+    """
+
+    inherit_cache = True
     _traverse_internals = [  # noqa: RUF012 - SQLAlchemy declares it
         ("rows", InternalTraversal.dp_clauseelement),
         ("run_at", InternalTraversal.dp_clauseelement),
@@ -125,11 +132,11 @@ def _compile_postgresql(element: InsertJobRows, compiler: SQLCompiler, **kw: Any
         # A record-returning function needs its column definitions: AS r(id UUID, ...).
         .render_derived(name="r", with_types=True)
     )
-    columns: list[ColumnElement[Any]] = [rows.c[c] for c in _TARGET[:7]]
+    columns: list[ColumnElement[Any]] = [rows.c[c] for c in JOB_ROW_COLUMNS[:7]]
     # The payload travels as JSON text inside the rows' JSON; parsed once more here.
     columns[2] = cast(rows.c.payload, JSONB)
     values = select(*columns, literal(0), element.due_at())
-    return compiler.process(insert(Job).from_select(_TARGET, values), **kw)
+    return compiler.process(insert(Job).from_select(JOB_ROW_COLUMNS, values), **kw)
 
 
 @compiles(InsertJobRows, "sqlite")
@@ -151,4 +158,4 @@ def _compile_sqlite(element: InsertJobRows, compiler: SQLCompiler, **kw: Any) ->
         literal(0),
         element.due_at(),
     )
-    return compiler.process(insert(Job).from_select(_TARGET, values), **kw)
+    return compiler.process(insert(Job).from_select(JOB_ROW_COLUMNS, values), **kw)

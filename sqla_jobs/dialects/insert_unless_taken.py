@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import Select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sqla_jobs.models import HAS_UNIQUE_KEY, Job
 
+from .insert_rows import JobInsert
 
-class InsertJobsUnlessTaken(Executable, ClauseElement):
+
+class InsertJobsUnlessTaken(JobInsert):
     """INSERT into the job table the rows `rows` selects, skipping each that a row already there
     conflicts with; execute it with `session.execute()`; its rowcount is the rows inserted.
 
@@ -32,11 +32,6 @@ class InsertJobsUnlessTaken(Executable, ClauseElement):
     """
 
     inherit_cache = True
-    # Compiled as an INSERT, so the compiler asks the statement what it asks an Insert.
-    _inline = False
-    _return_defaults = False
-    inserts_jobs = True
-    """Marks the statement for the in-process wake-up hook (it is no `Insert` construct)."""
     _traverse_internals = [  # noqa: RUF012 - SQLAlchemy declares it
         ("columns", InternalTraversal.dp_string_list),
         ("rows", InternalTraversal.dp_clauseelement),
