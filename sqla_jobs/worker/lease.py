@@ -26,7 +26,7 @@ from loguru import logger
 from sqlalchemy.engine import URL
 
 from sqla_jobs.store.lease import LeaseConnection
-from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
+from sqla_jobs.store.retrying import DATABASE_ERRORS, GaveUp, retry_database, summarize_error
 
 # A loop that runs a callback this late is blocked: say so, it delays every job.
 LAG_WARNING = timedelta(seconds=1)
@@ -180,14 +180,16 @@ class Lease:
                 loop.call_soon_threadsafe(on_lost, lost)
 
     async def _unregister_from(self, connection: LeaseConnection) -> None:
-        for _ in range(3):
-            try:
-                await connection.unregister(self._holder)
-            except DATABASE_ERRORS as exc:
-                logger.warning("unregistering failed", error=summarize_error(str(exc)))
-                await asyncio.sleep(0.2)
-            else:
-                return
+        holder = self._holder
+        try:
+            await retry_database(
+                lambda: connection.unregister(holder), what="unregistering failed", attempts=3
+            )
+        except GaveUp as exc:
+            # Harmless: the registration falls silent and other workers delete it.
+            logger.warning(
+                "unregistering failed", error=summarize_error(str(exc.__cause__)), worker_id=holder
+            )
 
     def _measure_lag(self) -> None:
         loop = self._loop
