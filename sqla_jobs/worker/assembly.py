@@ -77,7 +77,6 @@ def assemble(spec: WorkerSpec, *, stopping: asyncio.Event, wake: Callable[[], No
         concurrency=options.total_concurrency,
         queue_concurrency=spec.queue_concurrency,
         default_max_retries=options.max_retries,
-        worker_id=spec.id,
         on_slot_freed=wake,
     )
     # The lease tells the runner which jobs are no longer this worker's; nothing else calls back.

@@ -74,7 +74,6 @@ class JobRunner:
         concurrency: int,
         queue_concurrency: Mapping[str, int] | None = None,
         default_max_retries: int,
-        worker_id: str,
         on_slot_freed: Callable[[], None],
     ) -> None:
         self._store = store
@@ -86,7 +85,6 @@ class JobRunner:
         """Each queue's own slots, or None: all queues share `concurrency` slots."""
         self._running_by_queue: Counter[str] = Counter()
         self._default_max_retries = default_max_retries
-        self._worker_id = worker_id
         self._on_slot_freed = on_slot_freed
         self._jobs: dict[uuid.UUID, RunningJob] = {}
         self._slots: set[asyncio.Task[None]] = set()
