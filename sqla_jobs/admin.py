@@ -13,12 +13,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqla_jobs.dialects.insert_unless_taken import InsertJobsUnlessTaken
 from sqla_jobs.dialects.queue_limit import UpsertQueueLimit
 from sqla_jobs.models import DeadLetterJob, Job, QueueLimit
-from sqla_jobs.options import check_queue
+from sqla_jobs.options import MAX_QUEUE_LIMIT, check_queue
 
 DEFAULT_CANCEL_REASON = "cancelled by request"
 DEFAULT_REDRIVE_BATCH_SIZE = 1000
-MAX_QUEUE_LIMIT = 2**31 - 1
-"""The largest `max_running` (the column is an INTEGER)."""
 
 
 def cancel(job_id: uuid.UUID, *, reason: str = DEFAULT_CANCEL_REASON) -> Update:

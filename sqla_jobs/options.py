@@ -18,6 +18,8 @@ MAX_NAME_LENGTH = 255
 """The longest task or queue name, in characters (the columns are VARCHAR(255))."""
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 DEFAULT_MAX_SNOOZES = 100
+MAX_QUEUE_LIMIT = 2**31 - 1
+"""The largest cluster-wide limit of a queue's running jobs (the column is an INTEGER)."""
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
 

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Validati
 from pydantic import model_validator as _model_validator
 
 from .errors import ConfigurationError
-from .options import check_queue
+from .options import MAX_QUEUE_LIMIT, check_queue
 
 
 def _seconds(value: Any) -> Any:
@@ -43,8 +43,6 @@ def _not_negative(value: timedelta) -> timedelta:
 
 MAX_CONCURRENCY = 10_000
 """The most jobs one worker process runs at once (`concurrency`, or its queues' slots in all)."""
-MAX_QUEUE_LIMIT = 2**31 - 1
-"""The largest cluster-wide limit of a queue (the column is an INTEGER)."""
 
 
 def _split(value: str) -> list[str]:
