@@ -1,0 +1,110 @@
+"""The dashboard's read-only pages: overview, jobs, one job, dead letters, workers."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sqla_jobs import admin
+
+from .filters import AGES, JOB_STATES, PAGE_SIZE, read_filters
+from .forms import parse_id
+from .overview import overview_context
+from .state import dashboard_of, render
+
+NOTICES = {
+    "retried": "{} dead letter(s) put back in the queue.",
+    "skipped": "{} dead letter(s) left: their unique key is taken by a job again.",
+    "deleted": "{} dead letter(s) deleted.",
+    "cancelled": "Cancellation requested for {} job(s).",
+}
+
+
+async def overview_page(request: Request) -> Response:
+    """Show per-queue counts, the last hour's throughput and failure rate, live workers."""
+    async with dashboard_of(request).session() as session:
+        context = await overview_context(session)
+    return render(request, "overview.html", {"active": "overview", **context})
+
+
+async def jobs_page(request: Request) -> Response:
+    """List the jobs that match the query's filters, a page at a time."""
+    filters = read_filters(request.query_params)
+    criteria = {
+        "queue": filters.queue,
+        "name": filters.name,
+        "state": filters.state,
+        "older_than": filters.age,
+    }
+    async with dashboard_of(request).session() as session:
+        total = await admin.count_jobs(session, **criteria)
+        rows = await admin.list_jobs(session, **criteria, limit=PAGE_SIZE, offset=filters.offset)
+    context = {
+        "active": "jobs",
+        "filters": filters,
+        "rows": rows,
+        "total": total,
+        "states": JOB_STATES,
+        "ages": AGES,
+        "notices": _notices(request),
+    }
+    return render(request, "jobs.html", context)
+
+
+async def job_page(request: Request) -> Response:
+    """Show one job or dead letter: its facts, payload (unless hidden) and last error."""
+    job_id = parse_id(request.path_params["job_id"])
+    async with dashboard_of(request).session() as session:
+        job = await admin.get_job(session, job_id)
+    if job is None:
+        raise HTTPException(404, f"No job or dead letter has the id {job_id}.")
+    context = {
+        "job": job,
+        "active": "dead" if job.state == "dead" else "jobs",
+        "notices": _notices(request),
+        # Not even serialised when hidden, so it cannot leak into the page by mistake.
+        "payload": None
+        if dashboard_of(request).hide_payloads
+        else json.dumps(job.payload, indent=2, ensure_ascii=False, sort_keys=True),
+    }
+    return render(request, "job.html", context)
+
+
+async def dead_letters_page(request: Request) -> Response:
+    """List the dead letters that match the query's filters, with retry and delete."""
+    filters = read_filters(request.query_params, states=())
+    criteria = {"queue": filters.queue, "name": filters.name, "older_than": filters.age}
+    async with dashboard_of(request).session() as session:
+        total = await admin.count_dead_letters(session, **criteria)
+        rows = await admin.list_dead_letters(
+            session, **criteria, limit=PAGE_SIZE, offset=filters.offset
+        )
+    context = {
+        "active": "dead",
+        "filters": filters,
+        "rows": rows,
+        "total": total,
+        "ages": AGES,
+        "notices": _notices(request),
+    }
+    return render(request, "dead_letters.html", context)
+
+
+async def workers_page(request: Request) -> Response:
+    """List the registered workers: heartbeat age and running jobs."""
+    async with dashboard_of(request).session() as session:
+        rows = await admin.workers(session)
+    return render(request, "workers.html", {"active": "workers", "rows": rows})
+
+
+def _notices(request: Request) -> list[str]:
+    # Only counts come through the URL: a crafted link cannot put words on the page.
+    notices = []
+    for key, text in NOTICES.items():
+        value = request.query_params.get(key, "")
+        if value.isdigit() and len(value) < 10:
+            notices.append(text.format(int(value)))
+    return notices
