@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,3 +146,39 @@ def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "the page has no CSRF field"
     return match.group(1)
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_rows(html: str) -> list[list[str]]:
+    """Return the text of each table cell of a page, row by row (header rows included)."""
+    parser = _Tables()
+    parser.feed(html)
+    return parser.rows
+
+
+def row_of(html: str, first_cell: str) -> list[str]:
+    """Return the cells of the one table row whose first cell (or second) is `first_cell`."""
+    rows = [row for row in table_rows(html) if first_cell in row[:2]]
+    assert len(rows) == 1, f"{len(rows)} rows start with {first_cell!r}"
+    return rows[0]
