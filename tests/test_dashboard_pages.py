@@ -112,11 +112,11 @@ def test_jobs_page_turns_pages(client: MakeClient, sync_engine: Engine) -> None:
     dashboard = client()
     first = dashboard.get("/jobs").text
     assert len(job_rows(first)) == 50
-    assert "1–50 of 55" in first
+    assert "1-50 of 55" in first
     assert 'href="/jobs?page=2"' in first
     second = dashboard.get("/jobs?page=2").text
     assert len(job_rows(second)) == 5
-    assert "51–55 of 55" in second
+    assert "51-55 of 55" in second
     assert {row[0] for row in job_rows(first)}.isdisjoint(row[0] for row in job_rows(second))
     assert 'rel="next"' not in second
 
