@@ -56,9 +56,11 @@ from .history import URL_ENV_VAR as URL_ENV_VAR
 from .history import VERSION_TABLE as VERSION_TABLE
 from .history import VERSIONS_RESOURCE as VERSIONS_RESOURCE
 from .history import alembic_config as alembic_config
-from .history import connection_config, read_applied
+from .history import connection_config
 from .history import head_revisions as head_revisions
+from .history import read_applied as read_applied
 from .history import resolve_url as resolve_url
+from .history import schema_problem as schema_problem
 from .history import script_location as script_location
 from .history import versions_location as versions_location
 
