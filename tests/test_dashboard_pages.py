@@ -219,14 +219,15 @@ def test_mounted_under_a_prefix_every_link_and_cookie_follows_it(
     dead_id = add_dead_letter(sync_engine)
     host = Starlette(routes=[Mount("/ops/jobs", create_app(database.url, auth=None))])
     with TestClient(host) as dashboard:
-        html = dashboard.get("/ops/jobs/").text
+        overview = dashboard.get("/ops/jobs/")
+        assert "Path=/ops/jobs" in overview.headers["set-cookie"]
+        html = overview.text
         assert 'href="/ops/jobs/static/style.css"' in html
         assert 'href="/ops/jobs/dead-letters"' in html
         assert 'href="/jobs' not in html
         assert dashboard.get("/ops/jobs/static/htmx.min.js").status_code == 200
         page = dashboard.get(f"/ops/jobs/jobs/{dead_id}")
         assert 'action="/ops/jobs/dead-letters/retry"' in page.text
-        assert "Path=/ops/jobs" in page.headers["set-cookie"]
         response = dashboard.post(
             "/ops/jobs/dead-letters/retry",
             data={"csrf_token": csrf_token(page.text), "ids": str(dead_id)},

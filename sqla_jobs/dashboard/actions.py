@@ -5,6 +5,7 @@ Each answers with a redirect (303) to the page it came from, carrying only count
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
@@ -23,11 +24,11 @@ async def retry_dead_letters(request: Request) -> Response:
     form = await checked_form(request)
     dashboard = dashboard_of(request)
     async with dashboard.session() as session:
-        result = await admin.retry_dead_letters(
+        # Commits as it goes; a dead letter whose unique key is taken again stays where it is.
+        retried = await admin.retry_dead_letters(
             session, **_selection(form, cap=dashboard.max_batch)
         )
-        await session.commit()
-    return _back(request, form, retried=result.retried, skipped=result.skipped)
+    return _back(request, form, retried=retried)
 
 
 async def delete_dead_letters(request: Request) -> Response:
@@ -38,7 +39,6 @@ async def delete_dead_letters(request: Request) -> Response:
         deleted = await admin.delete_dead_letters(
             session, **_selection(form, cap=dashboard.max_batch)
         )
-        await session.commit()
     return _back(request, form, deleted=deleted)
 
 
@@ -47,13 +47,13 @@ async def cancel_job(request: Request) -> Response:
     job_id = parse_id(request.path_params["job_id"])
     await checked_form(request)
     async with dashboard_of(request).session() as session:
-        cancelled = await admin.cancel_jobs(session, ids=[job_id])
+        cancelled = await admin.cancel_jobs(session, [job_id])
         await session.commit()
     query = urlencode({"cancelled": cancelled})
     return RedirectResponse(f"{root_of(request)}/jobs/{job_id}?{query}", status_code=303)
 
 
-def _selection(form: FormData, *, cap: int) -> dict[str, object]:
+def _selection(form: FormData, *, cap: int) -> dict[str, Any]:
     """Return the admin arguments choosing the dead letters a form names, at most `cap`."""
     if form.get("scope") == "matching":
         filters = read_filters(form, states=())

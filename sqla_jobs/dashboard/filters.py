@@ -13,9 +13,12 @@ from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 
+from sqla_jobs.admin import JobState
+
 PAGE_SIZE = 50
 MAX_TEXT = 255
-JOB_STATES = ("due", "scheduled", "running", "retrying")
+# Every state of the job table (dead letters have a page of their own).
+JOB_STATES = tuple(state.value for state in JobState if state is not JobState.DEAD)
 AGES = {
     "5m": timedelta(minutes=5),
     "1h": timedelta(hours=1),

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sqla_jobs import admin
+from sqla_jobs.admin import JobState
 
 from .filters import AGES, JOB_STATES, PAGE_SIZE, read_filters
 from .forms import parse_id
@@ -17,7 +18,6 @@ from .state import dashboard_of, render
 
 NOTICES = {
     "retried": "{} dead letter(s) put back in the queue.",
-    "skipped": "{} dead letter(s) left: their unique key is taken by a job again.",
     "deleted": "{} dead letter(s) deleted.",
     "cancelled": "Cancellation requested for {} job(s).",
 }
@@ -33,15 +33,20 @@ async def overview_page(request: Request) -> Response:
 async def jobs_page(request: Request) -> Response:
     """List the jobs that match the query's filters, a page at a time."""
     filters = read_filters(request.query_params)
-    criteria = {
-        "queue": filters.queue,
-        "name": filters.name,
-        "state": filters.state,
-        "older_than": filters.age,
-    }
+    state = JobState(filters.state) if filters.state else None
     async with dashboard_of(request).session() as session:
-        total = await admin.count_jobs(session, **criteria)
-        rows = await admin.list_jobs(session, **criteria, limit=PAGE_SIZE, offset=filters.offset)
+        total = await admin.count_jobs(
+            session, queue=filters.queue, name=filters.name, state=state, older_than=filters.age
+        )
+        rows = await admin.list_jobs(
+            session,
+            queue=filters.queue,
+            name=filters.name,
+            state=state,
+            older_than=filters.age,
+            limit=PAGE_SIZE,
+            offset=filters.offset,
+        )
     context = {
         "active": "jobs",
         "filters": filters,
@@ -76,11 +81,17 @@ async def job_page(request: Request) -> Response:
 async def dead_letters_page(request: Request) -> Response:
     """List the dead letters that match the query's filters, with retry and delete."""
     filters = read_filters(request.query_params, states=())
-    criteria = {"queue": filters.queue, "name": filters.name, "older_than": filters.age}
     async with dashboard_of(request).session() as session:
-        total = await admin.count_dead_letters(session, **criteria)
+        total = await admin.count_dead_letters(
+            session, queue=filters.queue, name=filters.name, older_than=filters.age
+        )
         rows = await admin.list_dead_letters(
-            session, **criteria, limit=PAGE_SIZE, offset=filters.offset
+            session,
+            queue=filters.queue,
+            name=filters.name,
+            older_than=filters.age,
+            limit=PAGE_SIZE,
+            offset=filters.offset,
         )
     context = {
         "active": "dead",

@@ -40,7 +40,7 @@ async def schedules_page(request: Request) -> Response:
         recorded = (await session.scalars(select(PeriodicSlot.schedule).distinct())).all()
         names = sorted({*declared, *recorded})
         statement = SlotStatements(dialect).latest_slots(schedules=names)
-        latest = dict((await session.execute(statement)).tuples().all()) if names else {}
+        latest = dict((await session.execute(statement)).all()) if names else {}
     now = datetime.now(UTC)
     rows = [_row(name, declared.get(name), latest.get(name), now) for name in names]
     return render(request, "schedules.html", {"active": "schedules", "rows": rows})
