@@ -43,12 +43,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     periodic_list.add_argument(
         "--count", type=int, default=5, help="run times shown per schedule (default: 5)"
     )
+    _add_dashboard_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return _dashboard(args)
     if args.command == "migrate":
         return _migrate(args)
     if args.command == "periodic":
         return _list_periodic(args)
     return worker_command.run(args)
+
+
+def _add_dashboard_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the web dashboard (needs sqla_jobs[dashboard])"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080, help="default: 8080")
+    dashboard.add_argument("--database-url", help="overrides SQLA_JOBS_DATABASE_URL")
+    dashboard.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE so its periodic schedules show (repeatable)",
+    )
+    dashboard.add_argument(
+        "--read-only", action="store_true", default=None, help="show, never change"
+    )
+    dashboard.add_argument(
+        "--hide-payloads", action="store_true", default=None, help="never show job payloads"
+    )
+    dashboard.add_argument("--root-path", default="", help="the path a proxy serves it under")
+    dashboard.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without credentials (only on a loopback address)",
+    )
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from .dashboard.command import ServeOptions, run
+    except ImportError as exc:
+        print(f"the dashboard needs its extra: pip install 'sqla_jobs[dashboard]' ({exc})")
+        return 1
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        imports=tuple(args.imports),
+        read_only=args.read_only,
+        hide_payloads=args.hide_payloads,
+        insecure_no_auth=args.insecure_no_auth,
+        root_path=args.root_path,
+    )
+    return run(options)
 
 
 def _list_periodic(args: argparse.Namespace) -> int:
