@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
@@ -86,7 +86,13 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, dashboard_url: str) -> Iterator[Page]:
+def browser_errors() -> list[str]:
+    """What went wrong in the page: script errors, and console errors (failed loads, CSP)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, dashboard_url: str, browser_errors: list[str]) -> Iterator[Page]:
     context = browser.new_context(
         base_url=dashboard_url,
         http_credentials={"username": USER, "password": PASSWORD},
@@ -94,10 +100,14 @@ def page(browser: Browser, dashboard_url: str) -> Iterator[Page]:
     )
     try:
         browser_page = context.new_page()
-        errors: list[str] = []
+        errors = browser_errors
         browser_page.on("pageerror", lambda error: errors.append(str(error)))
+        # Console errors include what the Content-Security-Policy blocks.
+        browser_page.on(
+            "console", lambda message: message.type == "error" and errors.append(message.text)
+        )
         yield browser_page
-        assert errors == [], f"JavaScript errors: {errors}"
+        assert errors == [], f"errors in the browser: {errors}"
     finally:
         context.close()
 
@@ -141,7 +151,7 @@ def test_every_page_loads_and_a_dead_letter_is_retried_by_a_click(
 
 
 def test_a_post_without_a_csrf_token_is_refused_in_the_browser(
-    page: Page, pg_sync_engine: Engine
+    page: Page, pg_sync_engine: Engine, browser_errors: list[str]
 ) -> None:
     dead_id = add_dead_letter(pg_sync_engine)
 
@@ -156,4 +166,19 @@ def test_a_post_without_a_csrf_token_is_refused_in_the_browser(
         str(dead_id),
     )
     assert status == 403
+    assert browser_errors
+    assert all("403 (Forbidden)" in error for error in browser_errors)
+    browser_errors.clear()
+    assert count_rows(pg_sync_engine, DeadLetterJob) == 1
+    # Deleting asks first; declined, nothing is sent.
+    questions: list[str] = []
+
+    def decline(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", decline)
+    page.check(f'input[name="ids"][value="{dead_id}"]')
+    page.click("text=Delete selected")
+    assert questions == ["Delete the selected dead letters for good?"]
     assert count_rows(pg_sync_engine, DeadLetterJob) == 1

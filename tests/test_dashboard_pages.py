@@ -235,3 +235,14 @@ def test_mounted_under_a_prefix_every_link_and_cookie_follows_it(
         )
         assert response.status_code == 303
         assert response.headers["location"].startswith("/ops/jobs/dead-letters?")
+
+
+def test_the_dashboard_exports_are_pinned() -> None:
+    import sqla_jobs.dashboard
+
+    assert sorted(sqla_jobs.dashboard.__all__) == [
+        "BasicAuth",
+        "BearerToken",
+        "DashboardSettings",
+        "create_app",
+    ]

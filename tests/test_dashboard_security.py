@@ -189,3 +189,16 @@ def test_read_only_hides_every_button_and_refuses_every_post(
             assert response.status_code == 403
             assert "read-only" in response.text
     assert count_rows(sync_engine, DeadLetterJob) == 1
+
+
+def test_pages_cannot_be_framed_nor_run_foreign_scripts(sqlite_url: str) -> None:
+    with TestClient(create_app(sqlite_url, auth=None)) as client:
+        response = client.get("/schedules")
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self';" in policy
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie

@@ -17,6 +17,12 @@ from starlette.templating import Jinja2Templates
 from .csrf import FIELD_NAME, CsrfTokens
 
 
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
 @dataclass(frozen=True)
 class Dashboard:
     """One dashboard app's engine, options and helpers (``request.app.state.dashboard``)."""
@@ -67,6 +73,11 @@ def render(
     )
     # Pages show live data and the CSRF token: nothing here is for a shared cache.
     response.headers["Cache-Control"] = "no-store"
+    # No framing (clickjacking the buttons), no script or style from anywhere but here.
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
     dashboard.csrf.set_cookie(request, response, token)
     return response
 
