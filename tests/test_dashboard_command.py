@@ -90,3 +90,15 @@ def test_the_command_serves_with_credentials(sqlite_database: TestDatabase) -> N
         server.wait(timeout=10)
         if server.stderr:
             server.stderr.close()
+
+
+def test_a_database_without_the_schema_is_said_before_serving(
+    empty_pg_database: TestDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SQLA_JOBS_DASHBOARD_TOKEN", "a-token-long-enough-for-this")
+    assert main(["dashboard", "--database-url", empty_pg_database.url]) == 1
+    error = capsys.readouterr().err
+    assert "run `sqla-jobs migrate` first" in error
+    assert "Traceback" not in error

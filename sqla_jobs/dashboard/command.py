@@ -1,23 +1,20 @@
 """``sqla-jobs dashboard``: serve the dashboard with uvicorn, refusing to serve it unprotected.
 
-The CLI parses the flags and calls `run`; everything is checked before a socket is opened.
+The CLI parses the flags, resolves the database and calls `serve`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.engine import URL
 from starlette.applications import Starlette
 
-from sqla_jobs import log
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.settings import Settings
-from sqla_jobs.urls import checked_url
 from sqla_jobs.worker.command import import_modules
 from sqla_jobs.worker_options import describe_errors
 
@@ -32,7 +29,6 @@ class ServeOptions:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    database_url: str | None = None
     imports: tuple[str, ...] = ()
     read_only: bool | None = None
     hide_payloads: bool | None = None
@@ -77,33 +73,13 @@ def checked_auth(settings: DashboardSettings, *, host: str, insecure_no_auth: bo
     return None
 
 
-def run(options: ServeOptions) -> int:
-    """Serve the dashboard until interrupted; return the exit code (2: bad settings or flags).
+def prepare(options: ServeOptions, url: URL) -> Starlette:
+    """Check `options` and the ``SQLA_JOBS_DASHBOARD_*`` settings; return the app to serve.
 
-    Flags override the settings (``SQLA_JOBS_DATABASE_URL``, ``SQLA_JOBS_DASHBOARD_*``).
-    Everything is checked before a socket is opened.
+    `ConfigurationError` says, in one sentence, what is wrong; no socket is opened yet.
 
-    >>> run(ServeOptions(host="127.0.0.1", port=8080, imports=("myapp.tasks",)))
+    >>> serve(prepare(ServeOptions(host="127.0.0.1", imports=("myapp.tasks",)), url), options)
     """
-    try:
-        settings, app = _checked_app(options)
-    except ConfigurationError as exc:
-        print(f"sqla-jobs dashboard: {exc}", file=sys.stderr)
-        return 2
-    log.configure(settings)
-    uvicorn.run(
-        app,
-        host=options.host.strip("[]"),
-        port=options.port,
-        root_path=options.root_path,
-        proxy_headers=False,
-        server_header=False,
-        log_level=settings.log_level.lower() if settings.log_level != "SUCCESS" else "info",
-    )
-    return 0
-
-
-def _checked_app(options: ServeOptions) -> tuple[Settings, Starlette]:
     if not 0 < options.port < 65536:
         raise ConfigurationError(f"--port must be between 1 and 65535, not {options.port}")
     overrides: dict[str, Any] = {
@@ -111,20 +87,29 @@ def _checked_app(options: ServeOptions) -> tuple[Settings, Starlette]:
         "hide_payloads": options.hide_payloads,
     }
     try:
-        url_flag: dict[str, Any] = {"database_url": options.database_url}
-        settings = Settings(**(url_flag if options.database_url else {}))
-        dashboard = DashboardSettings(
+        settings = DashboardSettings(
             **{key: value for key, value in overrides.items() if value is not None}
         )
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid settings: {describe_errors(exc)}") from None
-    auth = checked_auth(dashboard, host=options.host, insecure_no_auth=options.insecure_no_auth)
+        raise ConfigurationError(f"invalid dashboard settings: {describe_errors(exc)}") from None
+    auth = checked_auth(settings, host=options.host, insecure_no_auth=options.insecure_no_auth)
     import_modules(options.imports)
-    app = create_app(
-        checked_url(settings.database_url.get_secret_value()),
+    return create_app(
+        url,
         auth=auth,
-        read_only=dashboard.read_only,
-        hide_payloads=dashboard.hide_payloads,
-        max_batch=dashboard.max_batch,
+        read_only=settings.read_only,
+        hide_payloads=settings.hide_payloads,
+        max_batch=settings.max_batch,
     )
-    return settings, app
+
+
+def serve(app: Starlette, options: ServeOptions) -> None:
+    """Serve `app` with uvicorn on `options`' address until stopped (Ctrl-C, SIGTERM)."""
+    uvicorn.run(
+        app,
+        host=options.host.strip("[]"),
+        port=options.port,
+        root_path=options.root_path,
+        proxy_headers=False,
+        server_header=False,
+    )

@@ -16,7 +16,6 @@ from starlette.templating import Jinja2Templates
 
 from .csrf import FIELD_NAME, CsrfTokens
 
-
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
