@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from sqlalchemy import Delete, Update, bindparam
@@ -36,6 +36,8 @@ class LostJob:
     error_count: int
     locked_by: str
     cancel_reason: str | None
+    queue: str
+    run_at: datetime
 
 
 class JobStore(ClaimStore, PeriodicSlotStore):

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
 from sqla_jobs.errors import ConfigurationError
+from sqla_jobs.hooks import JobHooks, OnJobEnd, OnJobStart, load_hooks
 from sqla_jobs.periodic import Periodic, checked_schedules, registered_schedules
 from sqla_jobs.settings import Settings
 from sqla_jobs.store import create_worker_engine
@@ -50,8 +51,9 @@ class Worker:
     2}``) are stored in the database at start: no more than that many jobs of the queue run at
     once across every worker. `state` is handed to every job as `ctx.state`. `periodic` lists
     the schedules this worker enqueues (see `sqla_jobs.periodic`); it defaults to the
-    registered schedules of the tasks in `tasks`. The other options are those of
-    `WorkerOptions`.
+    registered schedules of the tasks in `tasks`. `on_job_start` and `on_job_end` (plain or
+    async functions) and `hooks` (objects with such methods) are called around each job (see
+    `sqla_jobs.hooks`). The other options are those of `WorkerOptions`.
 
     >>> worker = Worker("postgresql://app@db/app", concurrency=20, state=clients)
     >>> worker = Worker(url, queues={"mail": 5, "default": 20}, queue_limits={"payments": 2})
@@ -76,6 +78,9 @@ class Worker:
         worker_id: str | None = None,
         handle_signals: bool = True,
         periodic: Iterable[Periodic] | None = None,
+        hooks: Iterable[object] = (),
+        on_job_start: OnJobStart | Iterable[OnJobStart] | None = None,
+        on_job_end: OnJobEnd | Iterable[OnJobEnd] | None = None,
     ) -> None:
         given = dict(concurrency=concurrency, poll_interval=poll_interval, max_retries=max_retries)
         given |= dict(shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval)
@@ -111,6 +116,8 @@ class Worker:
         )
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.handle_signals = handle_signals
+        self.hooks = JobHooks.of(hooks, on_job_start=on_job_start, on_job_end=on_job_end)
+        """The lifecycle hooks this worker calls (see `sqla_jobs.hooks`), or None."""
         self._stopping = asyncio.Event()
         self._build()
 
@@ -133,6 +140,7 @@ class Worker:
             tasks=tasks,
             state=state,
             handle_signals=handle_signals,
+            hooks=load_hooks(settings.hooks),
             **options.model_dump(exclude={"queues"}),
             queues=options.queues or None,
         )
@@ -167,12 +175,12 @@ class Worker:
     @property
     def outcomes(self) -> Counter[str]:
         """How many jobs ended with each outcome: ``Completed``, ``Retry``, ``Snoozed``, …"""
-        return self.runner.outcomes
+        return self.runner.tally.outcomes
 
     @property
     def failures(self) -> deque[tuple[uuid.UUID, str, str]]:
         """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
-        return self.runner.failures
+        return self.runner.tally.failures
 
     @property
     def was_forced(self) -> bool:

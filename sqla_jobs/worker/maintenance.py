@@ -130,8 +130,8 @@ class Maintenance:
         now = time.monotonic()
         if now - self._summarised_at < SUMMARY_INTERVAL.total_seconds():
             return
-        counts = self._runner.outcomes - self._summarised_counts
-        self._summarised_at, self._summarised_counts = now, self._runner.outcomes.copy()
+        counts = self._runner.tally.outcomes - self._summarised_counts
+        self._summarised_at, self._summarised_counts = now, self._runner.tally.outcomes.copy()
         if counts:
             logger.info("jobs finished", seconds=round(now - self._started_at), **counts)
         self._started_at = now
