@@ -111,8 +111,9 @@ async def test_hooks_see_each_job_start_and_succeed(
     ends = {end.job.id: end for end in recorder.ends}
     assert {end.outcome for end in ends.values()} == {"success"}
     assert ends[ok].job is start
-    assert ends[ok].duration is not None
-    assert ends[ok].duration >= timedelta(0)
+    duration = ends[ok].duration
+    assert duration is not None
+    assert duration >= timedelta(0)
     assert (ends[ok].error, ends[ok].exception) == (None, None)
     # What the start hook put in a context variable, the job's code sees, in a thread too.
     assert f"job {ok}" in seen_in_job
