@@ -24,6 +24,7 @@ from sqla_jobs.store.claims import ClaimStore
 from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
 from sqla_jobs.store.engines import pool_options as pool_options
+from sqla_jobs.store.minute_counts import MinuteCountStore
 from sqla_jobs.store.slots import PeriodicSlotStore
 
 
@@ -40,7 +41,7 @@ class LostJob:
     run_at: datetime
 
 
-class JobStore(ClaimStore, PeriodicSlotStore):
+class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
     """Run the worker's statements on `engine`.
 
     >>> store = JobStore(create_worker_engine("postgresql://app@db/app", concurrency=10))

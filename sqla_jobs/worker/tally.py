@@ -46,6 +46,8 @@ class JobTally:
         self.failures: deque[tuple[uuid.UUID, str, str]] = deque(maxlen=MAX_KEPT_FAILURES)
         """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
         self._minutes: dict[MinuteKey, list[float]] = {}
+        self.taken_at = time.monotonic()
+        """When `take()` last ran (`time.monotonic()`), or the tally was made."""
 
     def add(
         self, job: ClaimedJob, outcome: Outcome, started: float, *, cancelled: bool
@@ -72,6 +74,7 @@ class JobTally:
     def take(self) -> dict[MinuteKey, list[float]]:
         """Return the per-minute counts gathered since the last call, and start afresh."""
         taken, self._minutes = self._minutes, {}
+        self.taken_at = time.monotonic()
         return taken
 
     def put_back(self, counts: dict[MinuteKey, list[float]], *, keep_after: int) -> None:
