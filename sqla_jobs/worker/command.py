@@ -39,6 +39,7 @@ FLAGS = (
     "state",
     "log_level",
     "log_json",
+    "metrics_port",
 )
 
 
@@ -77,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port at /metrics (needs sqla_jobs[metrics])",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         url = checked_url(settings.database_url.get_secret_value())
+        if settings.processes > 1 and settings.metrics_port is not None:
+            raise ConfigurationError(
+                "metrics_port serves one process: with processes > 1, run the workers apart, "
+                "each with a port of its own"
+            )
     except ConfigurationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -127,11 +138,13 @@ def _run_one(
             worker = Worker.from_settings(settings, tasks=tasks.values(), state=state)
             await worker.run()
 
+    failed = False
     try:
         asyncio.run(serve())
     except ConfigurationError as exc:
         logger.error("the worker stopped", error=str(exc))
-    code = 1 if worker is None else worker.exit_code
+        failed = True
+    code = 1 if worker is None or failed else worker.exit_code
     if _job_threads_alive():
         # A sync job outlived the shutdown; joining its thread at exit would hang the process.
         sys.stdout.flush()
