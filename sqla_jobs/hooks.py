@@ -136,6 +136,7 @@ class JobHooks:
             run_at=job.run_at,
             started_at=datetime.now(UTC),
             worker_id=worker_id,
+            trace_context=job.trace_context,
         )
         self._running[job.id] = start
         for hook in self.on_start:
