@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from sqla_jobs.models import DeadLetterJob, Job, PeriodicSlot, WorkerRecord
+from sqla_jobs.models import DeadLetterJob, Job, MinuteCount, PeriodicSlot, WorkerRecord
 
 SECRET_PAYLOAD = "payload-secret-4f1c"
 """A value every payload made here holds: a page that shows it has shown a payload."""
@@ -182,3 +182,22 @@ def row_of(html: str, first_cell: str) -> list[str]:
     rows = [row for row in table_rows(html) if first_cell in row[:2]]
     assert len(rows) == 1, f"{len(rows)} rows start with {first_cell!r}"
     return rows[0]
+
+
+def add_minute_count(
+    engine: Engine, *, minutes_ago: int, queue: str, outcome: str, count: int
+) -> None:
+    """Record that `count` jobs of `queue` ended with `outcome` in a minute `minutes_ago` ago."""
+    minute = (now() - timedelta(minutes=minutes_ago)).replace(second=0, microsecond=0)
+    with Session(engine) as session:
+        session.add(
+            MinuteCount(
+                minute=minute,
+                queue=queue,
+                name="send_email",
+                outcome=outcome,
+                count=count,
+                duration_seconds=0.5 * count,
+            )
+        )
+        session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from tests.dashboard_support import (
     TRACEBACK,
     add_dead_letter,
     add_job,
+    add_minute_count,
     add_slot,
     add_worker,
     csrf_token,
@@ -70,13 +72,41 @@ def test_overview_counts_each_queue_by_state(client: MakeClient, sync_engine: En
     add_worker(sync_engine, "worker-dead", silent_for=timedelta(hours=2))
 
     html = client().get("/").text
-    # queue, due, scheduled, running, retrying, dead, oldest due age
+    # queue, due, scheduled, running, retrying, dead, oldest due age, succeeded, failure rate
     mail = row_of(html, "mail")
     assert mail[1:6] == ["3", "1", "1", "1", "1"]
     assert mail[6].startswith("10m") or mail[6].startswith("9m")
     assert row_of(html, "payments")[1:6] == ["0", "0", "0", "0", "1"]
-    assert "live workers" in html
-    assert '<span class="number">1</span><span class="label">live workers' in html
+    assert card(html, "live workers") == "1"
+
+
+def card(html: str, label: str) -> str:
+    match = re.search(rf'<span class="number">([^<]*)</span><span class="label">{label}', html)
+    assert match, f"no card {label!r}"
+    return match.group(1)
+
+
+def test_overview_shows_the_last_hours_throughput_and_failure_rate(
+    client: MakeClient, sync_engine: Engine
+) -> None:
+    add_minute_count(sync_engine, minutes_ago=3, queue="mail", outcome="success", count=30)
+    add_minute_count(sync_engine, minutes_ago=3, queue="mail", outcome="retry", count=10)
+    add_minute_count(sync_engine, minutes_ago=10, queue="reports", outcome="success", count=40)
+    add_minute_count(sync_engine, minutes_ago=10, queue="reports", outcome="dead", count=1)
+    # Outside the hour: not counted.
+    add_minute_count(sync_engine, minutes_ago=90, queue="mail", outcome="success", count=500)
+    html = client().get("/").text
+    assert card(html, "succeeded in the last hour") == "70"
+    assert card(html, "failed attempts") == "11"
+    assert card(html, "failure rate") == "13.6%"
+    assert card(html, "dead-lettered") == "1"
+    # No job is left in either queue, yet both are listed with their hour.
+    assert row_of(html, "mail")[7:9] == ["30", "25.0%"]
+    assert row_of(html, "reports")[7:9] == ["40", "2.4%"]
+    # One bar per minute; the busiest one's tooltip gives its exact counts.
+    assert html.count('<rect class="ok"') == 60
+    assert "30 succeeded, 10 failed</title>" in html
+    assert "peak 41/min" in html
 
 
 def test_jobs_page_filters_by_queue_task_state_and_age(

@@ -13,7 +13,7 @@ from sqla_jobs.dashboard import BasicAuth, BearerToken, DashboardSettings, creat
 from sqla_jobs.dashboard.command import checked_auth, is_loopback
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.models import DeadLetterJob
-from tests.dashboard_support import add_dead_letter, count_rows, csrf_token
+from tests.dashboard_support import add_dead_letter, add_job, count_rows, csrf_token
 from tests.helpers import TestDatabase
 
 TOKEN = "t0ken-of-sixteen-chars-or-more"
@@ -202,3 +202,15 @@ def test_pages_cannot_be_framed_nor_run_foreign_scripts(sqlite_url: str) -> None
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+
+
+def test_metrics_are_served_behind_the_same_credentials(
+    sqlite_url: str, sync_engine: Engine
+) -> None:
+    add_job(sync_engine, queue="mail")
+    with TestClient(create_app(sqlite_url, auth=BearerToken(TOKEN))) as client:
+        assert client.get("/metrics").status_code == 401
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'sqla_jobs_queue_depth{name="send_email",queue="mail"} 1.0' in response.text

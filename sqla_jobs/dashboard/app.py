@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sqla_jobs.engine import create_engine
 
@@ -80,6 +81,7 @@ def create_app(
         Route("/dead-letters/delete", delete_dead_letters, methods=["POST"], name="delete"),
         Route("/workers", workers_page, name="workers"),
         Route("/schedules", schedules_page, name="schedules"),
+        *_metrics_routes(engine),
         Mount(
             "/static",
             StaticFiles(packages=[("sqla_jobs.dashboard", "static")]),
@@ -95,6 +97,26 @@ def create_app(
     )
     app.state.dashboard = dashboard
     return app
+
+
+def _metrics_routes(engine: AsyncEngine) -> list[Route]:
+    # /metrics is served when prometheus-client is installed (sqla_jobs[metrics]); behind the
+    # dashboard's own credentials, which Prometheus' scrape config can carry.
+    try:
+        from sqla_jobs.metrics import asgi_app
+    except ImportError:
+        return []
+    return [Route("/metrics", _Asgi(asgi_app(engine)), name="metrics")]
+
+
+class _Asgi:
+    """An ASGI app as a route's endpoint: Starlette takes a plain function for a handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
