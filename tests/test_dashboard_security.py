@@ -213,4 +213,4 @@ def test_metrics_are_served_behind_the_same_credentials(
         response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert 'sqla_jobs_queue_depth{name="send_email",queue="mail"} 1.0' in response.text
+    assert 'sqla_jobs_queue_depth{queue="mail",task="send_email"} 1.0' in response.text
