@@ -26,6 +26,7 @@ from sqla_jobs.models import DeadLetterJob, Job
 from tests.dashboard_support import (
     add_dead_letter,
     add_job,
+    add_minute_count,
     add_slot,
     add_worker,
     count_rows,
@@ -123,6 +124,11 @@ def test_every_page_loads_and_a_dead_letter_is_retried_by_a_click(
     retry = add_dead_letter(pg_sync_engine, name="send_email", queue="mail")
     add_worker(pg_sync_engine, silent_for=timedelta(seconds=2))
     add_slot(pg_sync_engine, "nightly_report", now() - timedelta(hours=3))
+    for minutes_ago in range(1, 50, 3):
+        add_minute_count(
+            pg_sync_engine, minutes_ago=minutes_ago, queue="mail", outcome="success", count=20
+        )
+    add_minute_count(pg_sync_engine, minutes_ago=7, queue="mail", outcome="retry", count=6)
 
     pages = {
         "/": "Overview",
