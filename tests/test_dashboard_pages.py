@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from sqla_jobs import Task, periodic
 from sqla_jobs.dashboard import create_app
+from sqla_jobs.dashboard.state import format_age
 from sqla_jobs.periodic import unregister
 from tests.dashboard_support import (
     SECRET_PAYLOAD,
@@ -276,3 +277,30 @@ def test_the_dashboard_exports_are_pinned() -> None:
         "DashboardSettings",
         "create_app",
     ]
+
+
+def test_a_page_past_the_end_is_empty(client: MakeClient, sync_engine: Engine) -> None:
+    add_job(sync_engine)
+    add_dead_letter(sync_engine)
+    dashboard = client()
+    for path in ("/jobs?page=999999999", "/dead-letters?page=999999999"):
+        response = dashboard.get(path)
+        assert response.status_code == 200, path
+        assert job_rows(response.text) == []
+        assert 'rel="prev"' in response.text
+
+
+@pytest.mark.parametrize(
+    ("age", "shown"),
+    [
+        (0, "0s"),
+        (59.9, "59s"),
+        (timedelta(minutes=3, seconds=12), "3m 12s"),
+        (timedelta(hours=2, minutes=5), "2h 5m"),
+        (timedelta(days=3, hours=4, minutes=59), "3d 4h"),
+        (-90, "in 1m 30s"),
+        (None, "—"),
+    ],
+)
+def test_ages_are_shown_briefly(age: timedelta | float | None, shown: str) -> None:
+    assert format_age(age) == shown
