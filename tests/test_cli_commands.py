@@ -69,6 +69,8 @@ async def test_list_shows_jobs_and_dead_letters_with_filters(
     assert str(dead) in dead_letters.stdout
     assert "1 of 1 dead letters" in dead_letters.stdout
     assert "0 of 0 jobs" in (await invoke(database, "list", "--queue", "nobody")).stdout
+    both = await invoke(database, "list", "--dead", "--state", "due")
+    assert_one_sentence(both, 2, "--dead lists dead letters: it cannot take --state due")
 
 
 async def test_show_prints_a_job_in_full_and_names_an_unknown_id(

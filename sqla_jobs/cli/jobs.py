@@ -58,6 +58,8 @@ def list_command(
     database_url: str | None,
 ) -> None:
     """List jobs (newest first) or, with --dead, dead letters (latest failures first)."""
+    if dead and state not in (None, JobState.DEAD.value):
+        raise click.UsageError(f"--dead lists dead letters: it cannot take --state {state}")
     chosen = JobState.DEAD if dead else (JobState(state) if state else None)
     filters: dict[str, Any] = {
         "queue": queue,
