@@ -117,3 +117,16 @@ async def test_a_bad_page_raises_one_sentence(engine: AsyncEngine, limit: int, o
     async with AsyncSession(engine) as session:
         with pytest.raises(ValueError, match="must be an int"):
             await list_jobs(session, limit=limit, offset=offset)
+
+
+async def test_a_hand_written_row_of_an_unknown_task_with_a_list_payload_is_shown(
+    engine: AsyncEngine,
+) -> None:
+    # Not a dict: written by hand, or by another version; reads must show it, not choke.
+    job_id = await add_job(engine, name="legacy.task", payload=[1, 2])  # type: ignore[arg-type]  # on purpose
+    async with AsyncSession(engine) as session:
+        [summary] = await list_jobs(session, name="legacy.task")
+        detail = await get_job(session, job_id)
+    assert summary.name == "legacy.task"
+    assert detail is not None
+    assert detail.payload == [1, 2]

@@ -171,3 +171,37 @@ async def test_enqueue_by_name_names_an_unknown_task_and_bad_options(engine: Asy
             await enqueue_by_name(session, "tests.admin.nobody", {})
         with pytest.raises(EnqueueError, match="queue"):
             await enqueue_by_name(session, "tests.admin.greet", {"who": "x"}, queue="")
+
+
+async def test_a_concurrent_retry_and_purge_each_take_a_dead_letter_at_most_once(
+    pg_database: TestDatabase,
+) -> None:
+    engine = create_async_engine(pg_database.url, pool_size=4)
+    try:
+        for n in range(40):
+            await add_dead_letter(engine, failed_ago=1000 - n)
+
+        async def retry() -> int:
+            async with AsyncSession(engine) as session:
+                return await retry_dead_letters(session, batch_size=3)
+
+        async def purge() -> int:
+            async with AsyncSession(engine) as session:
+                return await delete_dead_letters(session, batch_size=3)
+
+        retried, deleted = await asyncio.gather(retry(), purge())
+        assert retried + deleted == 40
+        assert await count(engine, Job) == retried
+        assert await count(engine, DeadLetterJob) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_huge_payload_survives_a_retry(engine: AsyncEngine) -> None:
+    payload = {"blob": "é" * 1_000_000}
+    dead = await add_dead_letter(engine, payload=payload)
+    async with AsyncSession(engine) as session:
+        assert await retry_dead_letters(session, [dead]) == 1
+        detail = await get_job(session, dead)
+    assert detail is not None
+    assert (detail.state, detail.payload) == (JobState.DUE, payload)

@@ -79,7 +79,9 @@ async def list_jobs(
         .limit(limit)
         .offset(offset)
     )
-    return [_job_summary(row) for row in await session.execute(query)]
+    return [
+        JobSummary(**_job_fields(row, JobState(row.state))) for row in await session.execute(query)
+    ]
 
 
 async def count_jobs(
@@ -129,7 +131,7 @@ async def list_dead_letters(
         .limit(limit)
         .offset(offset)
     )
-    return [_dead_summary(row) for row in await session.execute(query)]
+    return [JobSummary(**_dead_fields(row)) for row in await session.execute(query)]
 
 
 async def count_dead_letters(
@@ -165,7 +167,7 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> JobDetail | None:
     if found is not None:
         job, state = found
         return JobDetail(
-            **_summary_fields(job, JobState(state)),
+            **_job_fields(job, JobState(state)),
             payload=job.payload,
             context=job.context,
             error_text=job.last_error_message,
@@ -187,7 +189,7 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> JobDetail | None:
     if dead is None:
         return None
     return JobDetail(
-        **_summary_fields(dead, JobState.DEAD),
+        **_dead_fields(dead),
         payload=dead.payload,
         context=dead.context,
         error_text=dead.last_error_message,
@@ -230,49 +232,35 @@ def _error_line(text: str | None) -> str | None:
     return (summarize_error(text) or None) if text else None
 
 
-def _job_summary(row: Any) -> JobSummary:
-    return JobSummary(
-        id=row.id,
-        name=row.name,
-        queue=row.queue,
-        priority=row.priority,
-        state=JobState(row.state),
-        attempts=row.error_count,
-        created_at=row.created_at,
-        run_at=row.run_at,
-        failed_at=row.last_failed_at,
-        locked_by=row.locked_by,
-        error=_error_line(row.last_error_message),
-    )
-
-
-def _dead_summary(row: Any) -> JobSummary:
-    return JobSummary(
-        id=row.id,
-        name=row.name,
-        queue=row.queue,
-        priority=row.priority,
-        state=JobState.DEAD,
-        attempts=row.error_count,
-        created_at=row.created_at,
-        run_at=None,
-        failed_at=row.failed_at,
-        locked_by=None,
-        error=_error_line(row.last_error_message),
-    )
-
-
-def _summary_fields(row: Job | DeadLetterJob, state: JobState) -> dict[str, Any]:
+def _job_fields(job: Any, state: JobState) -> dict[str, Any]:
+    """Return a summary's fields from a `Job`, or a row of its `_JOB_SUMMARY` columns."""
     return {
-        "id": row.id,
-        "name": row.name,
-        "queue": row.queue,
-        "priority": row.priority,
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "priority": job.priority,
         "state": state,
-        "attempts": row.error_count,
-        "created_at": row.created_at,
-        "run_at": row.run_at if isinstance(row, Job) else None,
-        "failed_at": row.last_failed_at if isinstance(row, Job) else row.failed_at,
-        "locked_by": row.locked_by if isinstance(row, Job) else None,
-        "error": _error_line(row.last_error_message),
+        "attempts": job.error_count,
+        "created_at": job.created_at,
+        "run_at": job.run_at,
+        "failed_at": job.last_failed_at,
+        "locked_by": job.locked_by,
+        "error": _error_line(job.last_error_message),
+    }
+
+
+def _dead_fields(dead: Any) -> dict[str, Any]:
+    """Return a summary's fields from a `DeadLetterJob`, or a row of `_DEAD_SUMMARY` columns."""
+    return {
+        "id": dead.id,
+        "name": dead.name,
+        "queue": dead.queue,
+        "priority": dead.priority,
+        "state": JobState.DEAD,
+        "attempts": dead.error_count,
+        "created_at": dead.created_at,
+        "run_at": None,
+        "failed_at": dead.failed_at,
+        "locked_by": None,
+        "error": _error_line(dead.last_error_message),
     }

@@ -44,7 +44,7 @@ def _dead_letter_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.command("retry")
+@click.command("retry", short_help="Move dead letters back into the queue.")
 @_dead_letter_filters
 def retry_command(**options: Any) -> None:
     """Move dead letters (by ID, or all that match the filters) back into the queue.
@@ -55,7 +55,7 @@ def retry_command(**options: Any) -> None:
     click.echo(f"retried {done} dead letter(s)")
 
 
-@click.command("purge")
+@click.command("purge", short_help="Delete dead letters.")
 @_dead_letter_filters
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def purge_command(**options: Any) -> None:

@@ -28,7 +28,7 @@ from .output import DURATION, format_instant, format_table, to_json
 MAX_ERROR_WIDTH = 60
 
 
-@click.command("list")
+@click.command("list", short_help="List jobs or dead letters.")
 @click.option("--dead", is_flag=True, help="List dead letters instead of jobs.")
 @click.option("--queue", help="Only this queue.")
 @click.option("--name", help="Only jobs of this task.")
@@ -58,6 +58,8 @@ def list_command(
     database_url: str | None,
 ) -> None:
     """List jobs (newest first) or, with --dead, dead letters (latest failures first)."""
+    if dead and state not in (None, JobState.DEAD.value):
+        raise click.UsageError(f"--dead lists dead letters: it cannot take --state {state}")
     chosen = JobState.DEAD if dead else (JobState(state) if state else None)
     filters: dict[str, Any] = {
         "queue": queue,
@@ -94,7 +96,7 @@ def list_command(
     click.echo(f"{len(page)} of {total} {what}" + (f" (from {offset + 1})" if offset else ""))
 
 
-@click.command("show")
+@click.command("show", short_help="Show one job or dead letter in full.")
 @click.argument("job_id", metavar="ID", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @database_url_option
@@ -108,7 +110,7 @@ def show_command(job_id: uuid.UUID, as_json: bool, database_url: str | None) -> 
     click.echo(to_json(detail) if as_json else _describe(detail))
 
 
-@click.command("enqueue")
+@click.command("enqueue", short_help="Enqueue a job of a registered task.")
 @click.argument("name")
 @click.option("--payload", default="{}", show_default=True, help="The task's fields as JSON.")
 @click.option("--queue", help="Overrides the task's queue.")
@@ -168,7 +170,7 @@ def enqueue_command(
     click.echo(with_session(resolve_database(database_url), add))
 
 
-@click.command("cancel")
+@click.command("cancel", short_help="Cancel jobs.")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True, type=click.UUID)
 @click.option("--reason", default=admin.DEFAULT_CANCEL_REASON, show_default=True)
 @database_url_option

@@ -22,7 +22,9 @@ T = TypeVar("T")
 DIALECT_URLS = {"postgresql": "postgresql://", "sqlite": "sqlite://"}
 
 
-@click.group("migrate", invoke_without_command=True)
+@click.group(
+    "migrate", invoke_without_command=True, short_help="Apply or inspect the schema migrations."
+)
 @click.option(
     "--revision",
     default="heads",

@@ -22,7 +22,7 @@ heartbeat_timeout_option = click.option(
 )
 
 
-@click.command("stats")
+@click.command("stats", short_help="Show jobs per queue and state, and the workers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @heartbeat_timeout_option
 @database_url_option
@@ -65,7 +65,7 @@ def stats_command(as_json: bool, heartbeat_timeout: timedelta, database_url: str
         click.echo(format_table(headers, rows))
 
 
-@click.command("check")
+@click.command("check", short_help="Check the database, the schema and the workers.")
 @heartbeat_timeout_option
 @database_url_option
 def check_command(heartbeat_timeout: timedelta, database_url: str | None) -> None:

@@ -59,6 +59,9 @@ def run_command(command: click.Command, argv: Sequence[str] | None, *, prog: str
     except click.Abort:
         click.echo("aborted", err=True)
         return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
     return result if isinstance(result, int) else 0
 
 
