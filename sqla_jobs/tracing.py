@@ -22,6 +22,7 @@ pay nothing for tracing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 try:
@@ -34,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "sqla_jobs.tracing needs opentelemetry-api: pip install 'sqla_jobs[otel]'"
     ) from exc
 
-from sqla_jobs import __version__
 from sqla_jobs.enqueue import observe_enqueue
 from sqla_jobs.hooks import JobEnd, JobStart
 from sqla_jobs.models import Job
@@ -47,7 +47,7 @@ _propagator = TraceContextTextMapPropagator()
 
 
 def _tracer(provider: TracerProvider | None) -> trace.Tracer:
-    return trace.get_tracer("sqla_jobs", __version__, tracer_provider=provider)
+    return trace.get_tracer("sqla_jobs", version("sqla_jobs"), tracer_provider=provider)
 
 
 def instrument(tracer_provider: TracerProvider | None = None) -> Callable[[], None]:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from sqlalchemy import insert
@@ -23,8 +23,10 @@ from sqla_jobs import (
     enqueue,
 )
 from sqla_jobs.clock import db_now_plus
-from sqla_jobs.hooks import JobEnd, JobHooks, JobStart, load_hooks
+from sqla_jobs.execution import Outcome
+from sqla_jobs.hooks import OUTCOMES, JobEnd, JobHooks, JobStart, load_hooks
 from sqla_jobs.models import Job, WorkerRecord
+from sqla_jobs.worker.tally import OUTCOME_NAMES
 from tests.helpers import TestDatabase, wait_until
 from tests.hook_objects import Recorder, current_label
 
@@ -264,3 +266,8 @@ def test_hooks_load_from_settings() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_every_outcome_type_has_a_name() -> None:
+    assert set(OUTCOME_NAMES) == set(get_args(Outcome))
+    assert set(OUTCOME_NAMES.values()) | {"cancelled", "rescued", "released"} == set(OUTCOMES)

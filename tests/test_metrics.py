@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from sqla_jobs import ConfigurationError, JobContext, Task, Worker, enqueue
+from sqla_jobs import ConfigurationError, JobContext, Settings, Task, Worker, enqueue
 from sqla_jobs.metrics import JobMetrics, MetricsServer, QueueCollector, asgi_app, count_enqueued
 from sqla_jobs.worker_options import WorkerOptions
 from tests.helpers import TestDatabase
@@ -253,3 +253,8 @@ def test_without_prometheus_client_metrics_say_which_extra_to_install() -> None:
         "sqla_jobs.metrics needs prometheus-client: pip install 'sqla_jobs[metrics]'",
         "metrics_port needs prometheus-client: pip install 'sqla_jobs[metrics]'",
     ]
+
+
+def test_the_metrics_port_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQLA_JOBS_METRICS_PORT", "9100")
+    assert Settings().worker_options().metrics_port == 9100
