@@ -155,6 +155,7 @@ async def test_signup_example_sends_the_welcome_email_and_a_failed_signup_leaves
 
     assert launched.stop() == 0, launched.output
     assert "Traceback" not in launched.output
+    assert "welcome e-mail sent" in launched.output
     assert "worker stopped" in launched.output
 
 

@@ -35,9 +35,13 @@ class User(AppBase):
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("fastapi_signup_user.id"))
 
 
+# Read at import, so a missing or unusable URL stops uvicorn with one sentence.
+DATABASE_URL = database_url("postgresql+asyncpg")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_async_engine(database_url("postgresql+asyncpg"))
+    engine = create_async_engine(DATABASE_URL)
     # The example creates its own table; an application with its own Alembic would migrate it
     # (README: "Schema and migrations").
     async with engine.begin() as connection:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from loguru import logger
+
 from sqla_jobs import JobContext, Task
 
 
@@ -50,3 +52,5 @@ class SendWelcomeEmail(Task, name="fastapi_signup.send_welcome_email", queue="ma
 
     async def run(self, ctx: JobContext) -> None:
         await ctx.state.mailer.send(to=self.email, subject=f"Welcome, {self.name}!")
+        # The worker logs this line with the job's id, task and attempt.
+        logger.info("welcome e-mail sent", to=self.email)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from loguru import logger
+
 from sqla_jobs import JobContext, Task
 
 
@@ -49,3 +51,5 @@ class SendWelcomeEmail(Task, name="flask_signup.send_welcome_email", queue="mail
 
     def run(self, ctx: JobContext) -> None:  # a plain def: the worker runs it in a thread
         ctx.state.mailer.send(to=self.email, subject=f"Welcome, {self.name}!")
+        # The worker logs this line with the job's id, task and attempt.
+        logger.info("welcome e-mail sent", to=self.email)
