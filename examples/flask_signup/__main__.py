@@ -1,4 +1,4 @@
-"""``python -m examples.flask_signup``: migrate, start the worker, serve the app on :5000.
+"""``python -m examples.flask_signup``: migrate, start the worker, serve the app on :8000.
 
 The commands are the ones a deployment runs, each on its own; README.md beside this file
 shows them.
@@ -24,7 +24,7 @@ WORKER = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.flask_signup")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=8000)
     port = parser.parse_args().port
     launch.database_url("postgresql+psycopg")  # one sentence now, rather than a failed start
 
