@@ -8,6 +8,7 @@ worker's.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -24,6 +25,16 @@ EXAMPLE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 class _Stopped(Exception):
     """Ctrl-C or SIGTERM reached the launcher."""
+
+
+def require(*modules: str) -> None:
+    """Exit with one sentence if a module the example needs is not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(
+            f"this example needs {', '.join(missing)}: install the examples extra, "
+            "pip install -e '.[examples]'"
+        )
 
 
 def database_url(driver: str) -> URL:

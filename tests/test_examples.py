@@ -187,6 +187,17 @@ def test_signup_example_without_a_postgresql_url_says_so_in_one_line(name: str) 
         ]
 
 
+def test_signup_example_without_its_web_framework_says_which_extra_to_install() -> None:
+    from examples import launch
+
+    with pytest.raises(SystemExit) as exited:
+        launch.require("json", "no_such_framework", "also_missing")
+    assert exited.value.code == (
+        "this example needs no_such_framework, also_missing: install the examples extra, "
+        "pip install -e '.[examples]'"
+    )
+
+
 def test_quickstart_runs_on_the_sqlite_default_in_an_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "examples").mkdir()
     shutil.copy(REPO / "examples" / "quickstart.py", tmp_path / "examples")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-import uvicorn
-
 from examples import launch
 
 MIGRATE = ("python", "-m", "sqla_jobs", "migrate")
@@ -28,12 +26,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.fastapi_signup")
     parser.add_argument("--port", type=int, default=8000)
     port = parser.parse_args().port
+    launch.require("fastapi", "uvicorn")
     launch.database_url("postgresql+asyncpg")  # one sentence now, rather than a failed start
-    return launch.run(
-        [MIGRATE],
-        WORKER,
-        lambda: uvicorn.run("examples.fastapi_signup.app:app", host="127.0.0.1", port=port),
-    )
+
+    def serve() -> None:
+        import uvicorn
+
+        uvicorn.run("examples.fastapi_signup.app:app", host="127.0.0.1", port=port)
+
+    return launch.run([MIGRATE], WORKER, serve)
 
 
 if __name__ == "__main__":

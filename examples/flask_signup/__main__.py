@@ -26,6 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.flask_signup")
     parser.add_argument("--port", type=int, default=8000)
     port = parser.parse_args().port
+    launch.require("flask", "flask_sqlalchemy")
     launch.database_url("postgresql+psycopg")  # one sentence now, rather than a failed start
 
     def serve() -> None:
