@@ -335,7 +335,8 @@ def _compile(block: Block) -> None:
 
 def check_commands(block: Block) -> None:
     """Fail if a sqla_jobs command in `block` uses a flag its ``--help`` does not list."""
-    text = block.source.replace("\\\n", " ")
+    # Continued lines joined; a Dockerfile's exec form (["sqla-jobs", "worker", ...]) as words.
+    text = re.sub(r'"\s*,\s*"', " ", block.source.replace("\\\n", " "))
     for line in text.splitlines():
         for match in COMMAND.finditer(line):
             program, words = match[1], match[2].split()
