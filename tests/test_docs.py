@@ -12,7 +12,9 @@ the code in this guide"). In short, by the info string after the opening fence:
   in order (``...`` matches anything);
 - ``file=PATH`` (any language): the block is written to PATH in the file's working directory
   (``python file=...`` is also compiled), so later blocks can import or run it;
-- ``python no-run``: compiled only (code that needs what the test cannot have: Celery, RQ);
+- ``python no-run``, ``bash no-run``: compiled (``bash -n``) but not run, for code that needs
+  what the test cannot have (Celery, RQ, another database); their sqla_jobs commands' flags are
+  checked as below;
 - ``ini``, ``dockerfile``, ``toml``: parsed, and every ``sqla-jobs`` / ``python -m sqla_jobs``
   command in them must use only flags that the command's ``--help`` lists.
 
@@ -230,7 +232,7 @@ class DocFile:
 
 
 def _executes(block: Block) -> bool:
-    if "file" in block.attributes:
+    if "file" in block.attributes or "no-run" in block.attributes:
         return False
     return (block.language == "python" and "no-run" not in block.attributes) or (
         block.language in {"bash", "sh"}
@@ -317,6 +319,9 @@ def check_static(block: Block) -> None:
     """Check a block that is not executed: it parses, and its commands' flags exist."""
     if block.language == "python":
         _compile(block)
+    elif block.language in {"bash", "sh"}:
+        syntax = subprocess.run(["bash", "-n", "-c", block.source], capture_output=True, text=True)
+        assert syntax.returncode == 0, syntax.stderr
     elif block.language == "toml":
         tomllib.loads(block.source)
     elif block.language == "ini":
