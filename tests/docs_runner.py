@@ -47,9 +47,7 @@ def run_block(
     source = "\n" * (request["line"] - 1) + request["source"]
     stdout = io.StringIO()
     try:
-        code = compile(
-            source, request["filename"], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        )
+        code = compile(source, request["filename"], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         with contextlib.redirect_stdout(stdout):
             if code.co_flags & inspect.CO_COROUTINE:
                 loop.run_until_complete(eval(code, namespace))

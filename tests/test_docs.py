@@ -68,7 +68,9 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line - 1}"
+        """``docs/page.md:12``: the file and the line of the opening fence."""
+        name = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{name}:{self.line - 1}"
 
 
 def parse_blocks(path: Path) -> list[Block]:
@@ -287,13 +289,7 @@ def block(request: pytest.FixtureRequest) -> Block:
 @pytest.mark.parametrize("block", DOC_BLOCKS, ids=[b.id for b in DOC_BLOCKS], indirect=True)
 def test_doc_block(block: Block, request: pytest.FixtureRequest) -> None:
     """Run or check one block of the guide, as its info string says."""
-    if block.language not in KNOWN:
-        pytest.fail(
-            f"unknown info string {block.language!r}: use one docs/README.md describes",
-            pytrace=False,
-        )
-    if block.language == "text" and block.attributes != {"output": ""}:
-        pytest.fail("a text block must be `text output` (the output of the block before it)")
+    check_info_string(block)
     if not _executes(block) and block.language != "text" and "file" not in block.attributes:
         check_static(block)
         return
@@ -313,6 +309,17 @@ def test_readme_block_is_valid(block: Block) -> None:
         _compile(block)
     else:
         check_commands(block)
+
+
+def check_info_string(block: Block) -> None:
+    """Fail on an info string this test does not know: no block is skipped silently."""
+    if block.language not in KNOWN:
+        pytest.fail(
+            f"{block.id}: unknown info string {block.language!r}: use one docs/README.md describes",
+            pytrace=False,
+        )
+    if block.language == "text" and block.attributes != {"output": ""}:
+        pytest.fail(f"{block.id}: a text block must be `text output` (the output before it)")
 
 
 def check_static(block: Block) -> None:
@@ -381,3 +388,49 @@ def assert_output_matches(expected: str, output: str) -> None:
             position += 1
         assert position < len(lines), f"no line matches {wanted!r} in:\n{output}"
         position += 1
+
+
+def test_blocks_are_read_with_their_info_strings_and_lines(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        '# Title\n\n```python\nx = 1\n```\n\n- item\n\n  ```bash stop-when="worker started"\n'
+        "  sqla-jobs worker\n  ```\n\n````text output\n```\n````\n",
+        encoding="utf-8",
+    )
+    blocks = parse_blocks(page)
+    assert [(b.line, b.language, b.attributes, b.source) for b in blocks] == [
+        (4, "python", {}, "x = 1\n"),
+        (10, "bash", {"stop-when": "worker started"}, "sqla-jobs worker\n"),
+        (14, "text", {"output": ""}, "```\n"),
+    ]
+
+
+@pytest.mark.parametrize("info", ["pycon", "text", "text expected", ""])
+def test_an_unknown_info_string_fails(tmp_path: Path, info: str) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"```{info}\nx\n```\n", encoding="utf-8")
+    with pytest.raises(pytest.fail.Exception):
+        check_info_string(parse_blocks(page)[0])
+
+
+def test_expected_output_must_appear_in_order() -> None:
+    output = "2026 | INFO | worker started | {}\nsent\n2026 | INFO | worker stopped | {}\n"
+    assert_output_matches("...worker started...\nsent\n", output)
+    with pytest.raises(AssertionError, match="no line matches"):
+        assert_output_matches("sent\n...worker started...\n", output)
+    with pytest.raises(AssertionError, match="no line matches"):
+        assert_output_matches("sent twice\n", output)
+
+
+def test_a_command_with_a_flag_that_does_not_exist_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```ini\n[Service]\nExecStart=/srv/.venv/bin/sqla-jobs worker --import a --threads 4\n"
+        '```\n```dockerfile\nCMD ["python", "-m", "sqla_jobs.worker", "--import", "a", '
+        '"--queues", "b"]\n```\n',
+        encoding="utf-8",
+    )
+    unknown, known = parse_blocks(page)
+    with pytest.raises(AssertionError, match="--threads"):
+        check_static(unknown)
+    check_static(known)
