@@ -267,8 +267,10 @@ def doc_file(
         server.create(name, template=template)
         url = server.database_url(name).render_as_string(hide_password=False)
         directory = tmp_path_factory.mktemp(block.path.stem)
+        # The blocks see the settings they show, not the SQLA_JOBS_* of whoever runs the tests.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SQLA_JOBS_")}
         env = {
-            **os.environ,
+            **inherited,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "SQLA_JOBS_DATABASE_URL": url,
             # Modules the blocks write (``file=myapp/tasks.py``) import as ``myapp.tasks``.
