@@ -1,4 +1,4 @@
-"""``python -m sqla_jobs migrate|worker``."""
+"""``python -m sqla_jobs``: the ``sqla-jobs`` command line (worker, migrate, stats, ...)."""
 
 from __future__ import annotations
 

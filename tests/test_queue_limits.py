@@ -9,7 +9,6 @@ UPDATE under the write lock).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -26,7 +25,7 @@ from sqla_jobs.admin import remove_queue_limit, set_queue_limit
 from sqla_jobs.dialects import statements_for
 from sqla_jobs.models import QueueLimit
 from sqla_jobs.store import JobStore
-from sqla_jobs.worker.command import add_arguments, child_arguments, settings_from
+from sqla_jobs.worker.command import child_arguments, parse_arguments, settings_from
 from sqla_jobs.worker_options import WorkerOptions
 from tests.cli_tasks import Timed, ledger_metadata, spans
 from tests.helpers import TestDatabase, wait_until
@@ -386,9 +385,7 @@ async def test_four_processes_never_run_more_than_the_limit_at_once(
 
 
 def test_the_command_reads_per_queue_slots_and_limits_and_passes_them_to_its_children() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--queues", "mail=5,default=20", "--queue-limits", "payments=2"])
+    args = parse_arguments(["--queues", "mail=5,default=20", "--queue-limits", "payments=2"])
     settings = settings_from(args)
     assert settings.worker_options().queue_concurrency == {"mail": 5, "default": 20}
     assert settings.queue_limits == {"payments": 2}
@@ -396,4 +393,4 @@ def test_the_command_reads_per_queue_slots_and_limits_and_passes_them_to_its_chi
     assert children[children.index("--queues") + 1] == "mail=5,default=20"
     assert children[children.index("--queue-limits") + 1] == "payments=2"
     with pytest.raises(ConfigurationError, match="queues: queue must be a non-empty string"):
-        settings_from(parser.parse_args(["--queues", "mail=5,=3"]))
+        settings_from(parse_arguments(["--queues", "mail=5,=3"]))

@@ -33,7 +33,10 @@ database recorded), `sqla_jobs.migrate.app` (the application-Alembic integration
 
 from __future__ import annotations
 
+import io
+
 from alembic import command
+from alembic.util import CommandError
 from loguru import logger
 from sqlalchemy.engine import URL
 
@@ -56,9 +59,11 @@ from .history import URL_ENV_VAR as URL_ENV_VAR
 from .history import VERSION_TABLE as VERSION_TABLE
 from .history import VERSIONS_RESOURCE as VERSIONS_RESOURCE
 from .history import alembic_config as alembic_config
-from .history import connection_config, read_applied
+from .history import connection_config
 from .history import head_revisions as head_revisions
+from .history import read_applied as read_applied
 from .history import resolve_url as resolve_url
+from .history import schema_problem as schema_problem
 from .history import script_location as script_location
 from .history import versions_location as versions_location
 
@@ -97,6 +102,28 @@ def current(url: str | URL | None = None) -> tuple[str, ...]:
     Synchronous (see the module docstring).
     """
     return run_on(resolve_url(url), read_applied)
+
+
+def upgrade_sql(
+    url: str | URL | None = None, revision: str = "heads", *, start: str | None = None
+) -> str:
+    """Return the SQL that upgrades a database from `start` (default: empty) to `revision`.
+
+    Alembic's offline mode: nothing connects, `url` only picks the dialect the SQL is written
+    for (``postgresql://`` or ``sqlite://``). For teams that review and apply DDL themselves:
+    the script also creates and updates ``sqla_jobs_alembic_version``, so ``sqla_jobs
+    migrate`` and the worker's startup check see the result as migrated.
+
+    >>> print(migrate.upgrade_sql("postgresql://"))
+    """
+    config = alembic_config(url)
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    try:
+        command.upgrade(config, f"{start}:{revision}" if start else revision, sql=True)
+    except CommandError as exc:
+        raise MigrationError(f"cannot write the migration SQL: {exc}") from exc
+    return buffer.getvalue()
 
 
 def run_migrate_command(url: str | URL | None, revision: str = "heads") -> int:

@@ -8,6 +8,7 @@ the revisions applied to a connection. No I/O of its own beyond the connection i
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from alembic.config import Config
@@ -129,3 +130,21 @@ def read_heads(connection: Connection) -> tuple[str, ...]:
     """Return the heads recorded in ``sqla_jobs_alembic_version`` (empty if none or no table)."""
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_heads()
+
+
+def schema_problem(applied: Collection[str], *, database: str) -> str | None:
+    """Return one sentence saying why a schema at `applied` cannot be used, or None if at head.
+
+    `database` names the database in the sentence (a display URL, never with its password).
+    """
+    heads = set(head_revisions())
+    if set(applied) == heads:
+        return None
+    # Applied by `sqla_jobs migrate`, or by the application's own Alembic: name both ways.
+    how = "run `python -m sqla_jobs migrate` (or `alembic upgrade heads` in your application)"
+    if not applied:
+        return f"{database} has no sqla_jobs schema: {how}"
+    return (
+        f"the schema of {database} is at {', '.join(sorted(applied))}, this version of "
+        f"sqla_jobs needs {', '.join(sorted(heads))}: {how}"
+    )

@@ -13,12 +13,11 @@ from datetime import timedelta
 from typing import TypeVar
 
 from loguru import logger
-from sqlalchemy.exc import SQLAlchemyError
+
+from sqla_jobs.database_errors import DATABASE_ERRORS as DATABASE_ERRORS
+from sqla_jobs.database_errors import summarize_error as summarize_error
 
 T = TypeVar("T")
-
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
-"""Transient trouble talking to the database: log, back off, try again; never exit over it."""
 
 MAX_BACKOFF = timedelta(seconds=10)
 
@@ -71,18 +70,3 @@ async def sleep_unless(stopping: asyncio.Event | None, delay: timedelta) -> None
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), delay.total_seconds())
-
-
-def summarize_error(error: str) -> str:
-    """Return the last line of a traceback (or error message): the exception type and message.
-
-    SQLAlchemy appends the statement (often many lines) and a documentation link to its
-    messages; both are cut, so the line names the driver's error instead of the link.
-    """
-    head, sql, _ = error.strip().rpartition("\n[SQL: ")
-    lines = [
-        line
-        for line in (head if sql else error.strip()).splitlines()
-        if line.strip() and not line.startswith("(Background on this error at:")
-    ]
-    return lines[-1] if lines else ""

@@ -6,7 +6,6 @@ imported and the queues resolved before any process, engine or connection is mad
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import os
@@ -15,71 +14,99 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import click
 from loguru import logger
-from pydantic import ValidationError
 
 from sqla_jobs import log
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.settings import Settings
 from sqla_jobs.supervisor import Supervisor
 from sqla_jobs.tasks import Task, is_concrete
-from sqla_jobs.urls import checked_url, display_url
+from sqla_jobs.urls import checked_url
 from sqla_jobs.worker import Worker
+from sqla_jobs.worker.arguments import FLAGS as FLAGS
+from sqla_jobs.worker.arguments import WorkerArguments as WorkerArguments
+from sqla_jobs.worker.arguments import child_arguments as child_arguments
+from sqla_jobs.worker.arguments import settings_from as settings_from
+from sqla_jobs.worker.arguments import warn_if_default_database
 from sqla_jobs.worker.preflight import StoppedWhileWaiting, check_database
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
-from sqla_jobs.worker_options import describe_errors
-
-FLAGS = (
-    "queues",
-    "concurrency",
-    "queue_limits",
-    "processes",
-    "database_url",
-    "state",
-    "log_level",
-    "log_json",
-)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
     """Parse worker flags and run; return the exit code (0 clean, 1 failed, 2 bad usage)."""
-    parser = argparse.ArgumentParser(prog=prog, description="Run a sqla_jobs worker.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_command(worker, argv, prog=prog)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the worker's flags to `parser`."""
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE so its tasks register (repeatable)",
-    )
-    parser.add_argument(
-        "--queues",
-        help="comma-separated queues sharing --concurrency slots (mail,default), or each with "
-        "slots of its own (mail=5,default=20); default: the queues of the tasks",
-    )
-    parser.add_argument("--concurrency", type=int, help="jobs run at once")
-    parser.add_argument(
-        "--queue-limits",
-        help="at most this many jobs of a queue run at once on all workers (payments=2,mail=10); "
-        "stored in the database when the worker starts",
-    )
-    parser.add_argument("--processes", type=int, help="worker processes under one supervisor")
-    parser.add_argument("--database-url", help="overrides SQLA_JOBS_DATABASE_URL")
-    parser.add_argument(
-        "--state", help="module:factory whose result jobs see as ctx.state (e.g. myapp.jobs:state)"
-    )
-    parser.add_argument("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR")
-    parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+def run_command(command: click.Command, argv: Sequence[str] | None, *, prog: str | None) -> int:
+    """Run a click `command` on `argv`; return its exit code instead of exiting the process.
+
+    Usage errors print click's message and give 2; a `click.ClickException` prints its one
+    sentence and gives its code (1); ``--help`` gives 0.
+    """
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name=prog,
+            standalone_mode=False,
+        )
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
-def run(args: argparse.Namespace) -> int:
+def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
+    """Return the worker flags in `argv`, parsed as the command parses them."""
+    with worker.make_context("worker", list(argv)) as context:
+        return WorkerArguments(**context.params)
+
+
+@click.command(
+    "worker",
+    help="Run a worker (or, with --processes, a supervisor of several).",
+    context_settings={"max_content_width": 100},
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE so its tasks register (repeatable).",
+)
+@click.option(
+    "--queues",
+    help="Comma-separated queues sharing --concurrency slots (mail,default), or each with slots "
+    "of its own (mail=5,default=20); default: the queues of the tasks.",
+)
+@click.option("--concurrency", type=int, help="Jobs run at once.")
+@click.option(
+    "--queue-limits",
+    help="At most this many jobs of a queue run at once on all workers (payments=2,mail=10); "
+    "stored in the database when the worker starts.",
+)
+@click.option("--processes", type=int, help="Worker processes under one supervisor.")
+@click.option("--database-url", help="Overrides SQLA_JOBS_DATABASE_URL.")
+@click.option(
+    "--state", help="module:factory whose result jobs see as ctx.state (e.g. myapp.jobs:state)."
+)
+@click.option("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR.")
+@click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
+def worker(**flags: Any) -> None:
+    """Run the worker the flags describe; exit with its status."""
+    click.get_current_context().exit(run(WorkerArguments(**flags)))
+
+
+def run(args: WorkerArguments) -> int:
     """Run the worker the parsed `args` describe."""
     try:
         settings = settings_from(args)
@@ -88,13 +115,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
     log.configure(settings)
-    if not _database_was_given(args):
-        logger.warning(
-            "no database configured (SQLA_JOBS_DATABASE_URL or --database-url): using the "
-            "SQLite default",
-            database=display_url(url),
-            path=os.path.abspath(url.database or ""),
-        )
+    warn_if_default_database(url, args.database_url)
     try:
         import_modules([*settings.imports, *args.imports])
         tasks = served_tasks(settings)
@@ -170,31 +191,6 @@ def served_tasks(settings: Settings) -> Mapping[str, type[Task]]:
     return tasks
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Return the settings, flags overriding the environment; `ConfigurationError` if invalid."""
-    # pydantic-settings ranks init arguments above the environment.
-    overrides: dict[str, Any] = {
-        field: getattr(args, field) for field in FLAGS if getattr(args, field, None) is not None
-    }
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigurationError(describe_errors(exc)) from None
-
-
-def child_arguments(args: argparse.Namespace) -> list[str]:
-    """Return the flags for one supervised worker process: the same options, one process."""
-    argv = [flag for module in args.imports for flag in ("--import", module)]
-    for option in ("queues", "concurrency", "queue_limits", "database_url", "state", "log_level"):
-        if (value := getattr(args, option)) is not None:
-            argv += [f"--{option.replace('_', '-')}", str(value)]
-    if args.log_json:
-        argv.append("--log-json")
-    # Explicit, so SQLA_JOBS_PROCESSES in the inherited environment or .env cannot make each
-    # child a supervisor in turn.
-    return [*argv, "--processes", "1"]
-
-
 def import_modules(modules: Sequence[str]) -> None:
     """Import each module so its Task classes register; `ConfigurationError` if one fails."""
     # `python -m` puts the working directory on sys.path; a console script does not.
@@ -221,18 +217,3 @@ def _all_subclasses(cls: type[Task]) -> list[type[Task]]:
     for sub in cls.__subclasses__():
         found += [sub, *_all_subclasses(sub)]
     return found
-
-
-def _database_was_given(args: argparse.Namespace) -> bool:
-    if getattr(args, "database_url", None):
-        return True
-    # pydantic-settings reads the variable and the .env file; either counts as configured.
-    return "SQLA_JOBS_DATABASE_URL" in os.environ or _dotenv_names_database()
-
-
-def _dotenv_names_database() -> bool:
-    try:
-        with open(".env", encoding="utf-8") as dotenv:
-            return any(line.strip().startswith("SQLA_JOBS_DATABASE_URL") for line in dotenv)
-    except OSError:
-        return False

@@ -21,9 +21,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from sqla_jobs import migrate
+from sqla_jobs.database_errors import DATABASE_ERRORS, summarize_error
 from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
 from sqla_jobs.urls import display_url
 
 RETRY_EVERY = timedelta(seconds=2)
@@ -110,21 +110,13 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _check_schema(url: URL) -> None:
-    heads = set(migrate.head_revisions())
     try:
-        current = set(migrate.current(url))
+        current = migrate.current(url)
     except DATABASE_ERRORS as exc:
         reason = summarize_error(str(exc))
         raise StartupError(
             f"cannot read the schema version of {display_url(url)}: {reason}"
         ) from None
-    if current == heads:
-        return
-    # Applied by `sqla_jobs migrate`, or by the application's own Alembic: name both ways.
-    how = "run `python -m sqla_jobs migrate` (or `alembic upgrade heads` in your application)"
-    if not current:
-        raise StartupError(f"{display_url(url)} has no sqla_jobs schema: {how}")
-    raise StartupError(
-        f"the schema of {display_url(url)} is at {', '.join(sorted(current))}, this version of "
-        f"sqla_jobs needs {', '.join(sorted(heads))}: {how}"
-    )
+    problem = migrate.schema_problem(current, database=display_url(url))
+    if problem is not None:
+        raise StartupError(problem)

@@ -1,15 +1,20 @@
-"""Statements for operators; each is built here and executed on the caller's own session."""
+"""Statements for operators; each is built here and executed on the caller's own session.
+
+`sqla_jobs.admin.operations` runs them for the CLI and the dashboard (in batches, with
+commits); applications may run them in their own transactions.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import Delete, Integer, Update, delete, exists, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from sqla_jobs.clock import db_now_plus
 from sqla_jobs.dialects.insert_unless_taken import InsertJobsUnlessTaken
 from sqla_jobs.dialects.queue_limit import UpsertQueueLimit
 from sqla_jobs.models import DeadLetterJob, Job, QueueLimit
@@ -31,9 +36,25 @@ def cancel(job_id: uuid.UUID, *, reason: str = DEFAULT_CANCEL_REASON) -> Update:
     >>> await session.execute(cancel(job_id, reason="customer deleted"))
     >>> await session.commit()
     """
-    if not reason or "\x00" in reason:
+    return update(Job).where(Job.id == job_id).values(cancel_reason=_checked_reason(reason))
+
+
+def cancel_many(job_ids: Iterable[uuid.UUID], *, reason: str = DEFAULT_CANCEL_REASON) -> Update:
+    """Return the statement that cancels each job of `job_ids`, as `cancel()` does one.
+
+    Its rowcount is the number of jobs that were still there to cancel.
+
+    >>> await session.execute(cancel_many([first_id, second_id]))
+    >>> await session.commit()
+    """
+    reason = _checked_reason(reason)
+    return update(Job).where(Job.id.in_(list(job_ids))).values(cancel_reason=reason)
+
+
+def _checked_reason(reason: str) -> str:
+    if not isinstance(reason, str) or not reason or "\x00" in reason:
         raise ValueError("reason must be a non-empty string without NUL characters")
-    return update(Job).where(Job.id == job_id).values(cancel_reason=reason)
+    return reason
 
 
 def set_queue_limit(queue: str, max_running: int) -> UpsertQueueLimit:
@@ -82,15 +103,17 @@ def redrive(
     name: str | None = None,
     failed_before: datetime | None = None,
     failed_after: datetime | None = None,
+    older_than: timedelta | None = None,
     batch_size: int = DEFAULT_REDRIVE_BATCH_SIZE,
 ) -> Redrive:
     """Return the statements that move dead letters back into the queue as fresh jobs.
 
     Which dead letters: those among `ids` (dead-letter ids, not the original jobs'), of
-    `queue`, of task `name`, failed before `failed_before` and after `failed_after`; every
-    condition given must hold. At most `batch_size` of them, the oldest failures first. Each
-    becomes a new job due now, with no errors, and the dead letter's name, payload, queue,
-    priority, context and unique key; its id is the dead letter's own (new to the job table).
+    `queue`, of task `name`, failed before `failed_before` and after `failed_after`, failed
+    longer than `older_than` ago (by the database's clock); every condition given must hold.
+    At most `batch_size` of them, the oldest failures first. Each becomes a new job due now,
+    with no errors, and the dead letter's name, payload, queue, priority, context and unique
+    key; its id is the dead letter's own (new to the job table).
     A unique job whose key another job holds again is left in the dead-letter table, without
     error: your transaction goes on. Execute both statements, in order, in one transaction;
     the second's rowcount is the number of jobs redriven (run again until it is 0 to redrive
@@ -101,19 +124,15 @@ def redrive(
     >>> redriven = (await session.execute(delete)).rowcount
     >>> await session.commit()
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size must be an int of at least 1")
-    chosen: list[ColumnElement[bool]] = []
-    if ids is not None:
-        chosen.append(DeadLetterJob.id.in_(list(ids)))
-    if queue is not None:
-        chosen.append(DeadLetterJob.queue == queue)
-    if name is not None:
-        chosen.append(DeadLetterJob.name == name)
-    if failed_before is not None:
-        chosen.append(DeadLetterJob.failed_at < failed_before)
-    if failed_after is not None:
-        chosen.append(DeadLetterJob.failed_at > failed_after)
+    _check_batch_size(batch_size)
+    chosen = dead_letter_conditions(
+        ids,
+        queue=queue,
+        name=name,
+        failed_before=failed_before,
+        failed_after=failed_after,
+        older_than=older_than,
+    )
     # Read through the unique-key index: a dead letter whose key is taken is passed over, so
     # it neither fails the insert nor fills every batch while others wait behind it.
     key_is_taken = exists().where(
@@ -143,3 +162,72 @@ def redrive(
     # goes, and one whose insert was skipped stays.
     inserted = exists().where(Job.id == DeadLetterJob.id)
     return Redrive(insert, delete(DeadLetterJob).where(*chosen, inserted))
+
+
+def purge(
+    ids: Iterable[uuid.UUID] | None = None,
+    *,
+    queue: str | None = None,
+    name: str | None = None,
+    failed_before: datetime | None = None,
+    failed_after: datetime | None = None,
+    older_than: timedelta | None = None,
+    batch_size: int = DEFAULT_REDRIVE_BATCH_SIZE,
+) -> Delete:
+    """Return the statement that deletes up to `batch_size` dead letters, oldest failures first.
+
+    Which dead letters: as for `redrive()`. Its rowcount is the number deleted; run it again
+    (one transaction each) until it is 0 to delete everything that matches.
+
+    >>> await session.execute(purge(older_than=timedelta(days=7)))
+    >>> await session.commit()
+    """
+    _check_batch_size(batch_size)
+    chosen = dead_letter_conditions(
+        ids,
+        queue=queue,
+        name=name,
+        failed_before=failed_before,
+        failed_after=failed_after,
+        older_than=older_than,
+    )
+    batch = (
+        select(DeadLetterJob.id)
+        .where(*chosen)
+        .order_by(DeadLetterJob.failed_at, DeadLetterJob.id)
+        .limit(batch_size)
+        # Concurrent purges (and redrives) pass over each other's dead letters.
+        .with_for_update(skip_locked=True)
+    )
+    return delete(DeadLetterJob).where(DeadLetterJob.id.in_(batch.scalar_subquery()))
+
+
+def dead_letter_conditions(
+    ids: Iterable[uuid.UUID] | None = None,
+    *,
+    queue: str | None = None,
+    name: str | None = None,
+    failed_before: datetime | None = None,
+    failed_after: datetime | None = None,
+    older_than: timedelta | None = None,
+) -> list[ColumnElement[bool]]:
+    """Return the conditions a dead letter must meet to be chosen (all of them); [] for all."""
+    chosen: list[ColumnElement[bool]] = []
+    if ids is not None:
+        chosen.append(DeadLetterJob.id.in_(list(ids)))
+    if queue is not None:
+        chosen.append(DeadLetterJob.queue == queue)
+    if name is not None:
+        chosen.append(DeadLetterJob.name == name)
+    if failed_before is not None:
+        chosen.append(DeadLetterJob.failed_at < failed_before)
+    if failed_after is not None:
+        chosen.append(DeadLetterJob.failed_at > failed_after)
+    if older_than is not None:
+        chosen.append(DeadLetterJob.failed_at < db_now_plus(-older_than.total_seconds()))
+    return chosen
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("batch_size must be an int of at least 1")

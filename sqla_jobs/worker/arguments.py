@@ -1,0 +1,98 @@
+"""The worker command's flags, and the settings they override (flags over ``SQLA_JOBS_*``).
+
+Shared by ``sqla-jobs worker`` and the operators' commands, which resolve the database the
+same way and warn alike when none was configured.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from pydantic import ValidationError
+from sqlalchemy.engine import URL
+
+from sqla_jobs.errors import ConfigurationError
+from sqla_jobs.settings import Settings
+from sqla_jobs.urls import display_url
+from sqla_jobs.worker_options import describe_errors
+
+FLAGS = (
+    "queues",
+    "concurrency",
+    "queue_limits",
+    "processes",
+    "database_url",
+    "state",
+    "log_level",
+    "log_json",
+)
+
+
+@dataclass(frozen=True)
+class WorkerArguments:
+    """The worker command's flags; None where a flag was not given (the settings decide)."""
+
+    imports: tuple[str, ...] = ()
+    queues: str | None = None
+    concurrency: int | None = None
+    queue_limits: str | None = None
+    processes: int | None = None
+    database_url: str | None = None
+    state: str | None = None
+    log_level: str | None = None
+    log_json: bool | None = None
+
+
+def settings_from(args: WorkerArguments) -> Settings:
+    """Return the settings, flags overriding the environment; `ConfigurationError` if invalid."""
+    # pydantic-settings ranks init arguments above the environment.
+    overrides: dict[str, Any] = {
+        field: getattr(args, field) for field in FLAGS if getattr(args, field, None) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_errors(exc)) from None
+
+
+def child_arguments(args: WorkerArguments) -> list[str]:
+    """Return the flags for one supervised worker process: the same options, one process."""
+    argv = [flag for module in args.imports for flag in ("--import", module)]
+    for option in ("queues", "concurrency", "queue_limits", "database_url", "state", "log_level"):
+        if (value := getattr(args, option)) is not None:
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+    if args.log_json:
+        argv.append("--log-json")
+    # Explicit, so SQLA_JOBS_PROCESSES in the inherited environment or .env cannot make each
+    # child a supervisor in turn.
+    return [*argv, "--processes", "1"]
+
+
+def warn_if_default_database(url: URL, url_flag: str | None) -> None:
+    """Warn that the SQLite default is used when no database was configured at all."""
+    if not database_was_given(url_flag):
+        logger.warning(
+            "no database configured (SQLA_JOBS_DATABASE_URL or --database-url): using the "
+            "SQLite default",
+            database=display_url(url),
+            path=os.path.abspath(url.database or ""),
+        )
+
+
+def database_was_given(url_flag: str | None) -> bool:
+    """Tell whether a database was configured: by flag, environment variable or `.env`."""
+    if url_flag:
+        return True
+    # pydantic-settings reads the variable and the .env file; either counts as configured.
+    return "SQLA_JOBS_DATABASE_URL" in os.environ or _dotenv_names_database()
+
+
+def _dotenv_names_database() -> bool:
+    try:
+        with open(".env", encoding="utf-8") as dotenv:
+            return any(line.strip().startswith("SQLA_JOBS_DATABASE_URL") for line in dotenv)
+    except OSError:
+        return False
