@@ -38,6 +38,8 @@ class ClaimedJob:
     """How many times the job raised `Snooze` before this run."""
     problem: str | None = None
     """Why this row cannot be run as stored (a column the worker could not decode), if so."""
+    trace_context: str | None = None
+    """The W3C ``traceparent`` stored by `enqueue()` when tracing is on (`sqla_jobs.tracing`)."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
@@ -68,6 +70,7 @@ class ClaimedJob:
                 error_count,
                 timeout,
                 snooze_count,
+                trace_context=row["trace_context"],
             )
         return cls._converted(row)
 
@@ -105,6 +108,7 @@ class ClaimedJob:
             error_count=number_of("error_count", int) or 0,
             timeout_seconds=number_of("timeout_seconds", float),
             snooze_count=number_of("snooze_count", int) or 0,
+            trace_context=row["trace_context"],
         )
         if problems:
             return cls(**{**_fields(job), "problem": "; ".join(problems)})

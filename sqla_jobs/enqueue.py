@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -30,6 +30,17 @@ from .errors import EnqueueError
 from .models import Job
 from .payload import encode_payload as encode_payload
 from .tasks import Task, is_concrete
+
+_observer: Callable[[Job], None] | None = None
+
+
+def observe_enqueue(observer: Callable[[Job], None] | None) -> None:
+    """Have `observer` see (and complete) each job `enqueue()` returns; None stops it.
+
+    What `sqla_jobs.tracing.instrument()` uses to store the producer span's context on the job.
+    """
+    global _observer
+    _observer = observer
 
 
 class JobRow(NamedTuple):
@@ -94,6 +105,8 @@ def enqueue(
     elif schedule.delay is not None:
         # A SQL expression the flush evaluates, so the delay counts from the insert itself.
         job.run_at = db_insert_time_plus(schedule.delay.total_seconds())
+    if _observer is not None:
+        _observer(job)
     return job
 
 

@@ -11,7 +11,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -45,6 +45,8 @@ class DoneInTransaction:
     """
 
     error: str | None = None
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """What `run` raised, for lifecycle hooks (never written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Retry:
 
     error: str
     delay: timedelta
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class DeadLetter:
     """The job failed its last retry (or was cancelled): move it to the dead-letter table."""
 
     error: str
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 Outcome: TypeAlias = Completed | DoneInTransaction | Retry | Snoozed | DeadLetter
@@ -100,19 +104,24 @@ async def execute(
         raise
     except BaseException as exc:
         if ctx.is_completed:
-            return DoneInTransaction(error=format_error(exc))
+            return DoneInTransaction(error=format_error(exc), exception=exc)
         if isinstance(exc, errors.JobControl):
-            return control_outcome(
+            outcome = control_outcome(
                 exc,
                 job=job,
                 task_class=task_class,
                 default_max_retries=default_max_retries,
             )
-        return failure_outcome(
-            format_error(exc),
-            error_count=job.error_count,
-            task_class=task_class,
-            default_max_retries=default_max_retries,
+        else:
+            outcome = failure_outcome(
+                format_error(exc),
+                error_count=job.error_count,
+                task_class=task_class,
+                default_max_retries=default_max_retries,
+            )
+        # Kept for the worker's lifecycle hooks; the row gets the formatted `error` only.
+        return (
+            replace(outcome, exception=exc) if isinstance(outcome, Retry | DeadLetter) else outcome
         )
     return DoneInTransaction() if ctx.is_completed else Completed()
 

@@ -1,5 +1,6 @@
-"""The ORM models: `Job` (a pending or running job), `DeadLetterJob` (one that gave up), and
-`QueueLimit` (a queue's cluster-wide cap on running jobs).
+"""The ORM models: `Job` (a pending or running job), `DeadLetterJob` (one that gave up),
+`QueueLimit` (a queue's cluster-wide cap on running jobs) and `MinuteCount` (jobs finished per
+minute, for throughput charts).
 
 A job's life is its row: inserted by `enqueue()` in the application's transaction, locked by a
 worker (`locked_by`, `locked_at`), then deleted on success, rescheduled on failure, or moved to
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     DDL,
     JSON,
+    BigInteger,
     CheckConstraint,
     Float,
     Index,
@@ -92,6 +94,8 @@ class Job(Base):
     exists (queued, scheduled, retrying or running)."""
     snooze_count: Mapped[int] = mapped_column(Integer, server_default="0")
     """How many times the job raised `Snooze`; past its task's `max_snoozes` it is dead-lettered."""
+    trace_context: Mapped[str | None] = mapped_column(Text)
+    """The W3C ``traceparent`` of the span that enqueued it, when tracing is on."""
 
     __table_args__ = (
         # The claim's index: waiting jobs only (running and cancelled ones are left out), in the
@@ -242,3 +246,28 @@ class QueueLimit(Base):
 
     def __repr__(self) -> str:
         return f"<QueueLimit {self.queue!r} max_running={self.max_running}>"
+
+
+class MinuteCount(Base):
+    """How many jobs of a task in a queue ended one way in one minute, on every worker.
+
+    Workers add their counts once a minute (an upsert adding to the row) and delete rows older
+    than `sqla_jobs.throughput.RETENTION`; `sqla_jobs.throughput.throughput` reads them.
+    """
+
+    __tablename__ = "sqla_jobs_minute_count"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    """The minute's start (UTC, by the clock of the workers that ran the jobs)."""
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``success``, ``retry``, ``dead``, ``cancelled``, ``snoozed`` or ``rescued``."""
+    count: Mapped[int] = mapped_column(BigInteger)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    """The jobs' run times added up (0 for rescued jobs, which did not run)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<MinuteCount {self.minute.isoformat()} {self.queue!r} {self.name!r} {self.outcome}>"
+        )

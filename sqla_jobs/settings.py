@@ -49,6 +49,9 @@ class Settings(WorkerOptionFields, BaseSettings):
     """Modules to import at start, so their Task classes register (comma-separated)."""
     state: str | None = None
     """``module:factory`` building the `ctx.state` of jobs (see `sqla_jobs.worker.state`)."""
+    hooks: CommaSeparated = Field(default_factory=list)
+    """Lifecycle hooks, ``module:attribute`` (comma-separated): objects with `on_job_start` /
+    `on_job_end` methods, or classes made with no arguments (see `sqla_jobs.hooks`)."""
     startup_timeout: PositiveDuration = timedelta(seconds=60)
     """How long the worker command waits for a database that is down when it starts."""
     log_level: LogLevel = "INFO"
@@ -58,7 +61,7 @@ class Settings(WorkerOptionFields, BaseSettings):
         """Return the worker's options held by these settings (already validated)."""
         return WorkerOptions(**self.model_dump(include=set(WorkerOptions.model_fields)))
 
-    @field_validator("imports", mode="before")
+    @field_validator("imports", "hooks", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

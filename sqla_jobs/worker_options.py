@@ -160,6 +160,9 @@ class WorkerOptionFields(BaseModel):
     """How often a worker renews its lease (its registration's heartbeat)."""
     heartbeat_timeout: PositiveDuration = timedelta(seconds=30)
     """A worker silent this long has lost its lease: its jobs are rescued by others."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    """Serve Prometheus metrics on this port (``GET /metrics``; needs ``sqla_jobs[metrics]``);
+    None: no server. 0 picks a free port."""
 
     @_model_validator(mode="after")
     def _lease_can_be_renewed(self) -> Self:

@@ -62,7 +62,7 @@ def downgrade() -> None:
     sqla_jobs_migrate.drop_schema(op)"""
 OBAN_LATER = """\
 def upgrade() -> None:
-    sqla_jobs_migrate.create_schema(op, version="c0d1e2f3a4b5")
+    sqla_jobs_migrate.create_schema(op, version="d1e2f3a4b5c6")
 
 
 def downgrade() -> None:

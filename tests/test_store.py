@@ -39,7 +39,7 @@ from sqlalchemy.pool import NullPool
 from sqla_jobs.clock import db_now_plus
 from sqla_jobs.execution import DeadLetter, Retry
 from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
-from sqla_jobs.store import JobStore, LostJob, retrying
+from sqla_jobs.store import JobStore, retrying
 from sqla_jobs.store.lease import LeaseConnection
 from sqla_jobs.store.retrying import DATABASE_ERRORS, GaveUp, retry_database
 from tests.conftest import PostgresServer
@@ -461,12 +461,14 @@ async def test_lost_jobs_are_locks_of_no_registration_older_than_the_grace(
 
     lost = await store.lost_jobs(grace=timedelta(seconds=30), limit=10)
 
-    assert sorted(lost, key=lambda job: job.error_count) == [
-        LostJob(id=cancelled, name="tests.store.job", error_count=0, locked_by="vanished",
-                cancel_reason="stop"),
-        LostJob(id=orphan, name="tests.store.orphan", error_count=3, locked_by="vanished",
-                cancel_reason=None),
-    ]  # fmt: skip
+    assert [
+        (job.id, job.name, job.error_count, job.locked_by, job.cancel_reason, job.queue)
+        for job in sorted(lost, key=lambda job: job.error_count)
+    ] == [
+        (cancelled, "tests.store.job", 0, "vanished", "stop", "default"),
+        (orphan, "tests.store.orphan", 3, "vanished", None, "default"),
+    ]
+    assert all(job.run_at.tzinfo is not None for job in lost)
     assert len(await store.lost_jobs(grace=timedelta(seconds=30), limit=1)) == 1
     assert len(await store.lost_jobs(grace=timedelta(0), limit=10)) == 3
 

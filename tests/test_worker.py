@@ -640,4 +640,4 @@ async def test_successes_are_summarised_at_info_not_logged_one_by_one(
         logger.remove(sink)
     assert not any(r["message"] == "job completed" for r in records)
     summaries = [r["extra"] for r in records if r["message"] == "jobs finished"]
-    assert sum(summary.get("Completed", 0) for summary in summaries) == 3
+    assert sum(summary.get("success", 0) for summary in summaries) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -167,3 +168,22 @@ def test_migrate_against_a_missing_database_is_one_sentence(
     )
     assert_one_sentence(result, 1, "sqla_jobs_no_such_database")
     assert "migration failed" in result.stderr
+
+
+def test_a_metrics_port_with_several_processes_is_refused(tmp_path: Path) -> None:
+    result = run_command(
+        "--import", "tests.cli_tasks", "--metrics-port", "9100", "--processes", "2", cwd=tmp_path
+    )
+    assert_one_sentence(result, 2, "metrics_port serves one process")
+
+
+def test_a_taken_metrics_port_is_one_sentence(pg_database: TestDatabase, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_command(
+            "--import", "tests.cli_tasks", "--database-url", pg_database.url,
+            "--metrics-port", port, cwd=tmp_path,
+        )  # fmt: skip
+    assert_one_sentence(result, 1, f"cannot serve metrics on port {port}")

@@ -122,7 +122,7 @@ class JobStatements(Protocol):
 
     def lost_jobs(
         self, *, grace: timedelta, limit: int
-    ) -> Select[uuid.UUID, str, int, str, str | None]:
+    ) -> Select[uuid.UUID, str, int, str, str | None, str, datetime]:
         """Select jobs locked by a worker id that has no registration, locked over `grace` ago.
 
         Rows: (id, name, error_count, locked_by, cancel_reason).

@@ -41,6 +41,7 @@ CLAIMED_COLUMNS = (
     Job.error_count,
     Job.timeout_seconds,
     Job.snooze_count,
+    Job.trace_context,
 )
 """What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
 

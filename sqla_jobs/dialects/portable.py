@@ -173,12 +173,13 @@ class PortableStatements:
 
     def lost_jobs(
         self, *, grace: timedelta, limit: int
-    ) -> Select[uuid.UUID, str, int, str, str | None]:
+    ) -> Select[uuid.UUID, str, int, str, str | None, str, datetime]:
         """Select jobs locked by a worker id that has no registration, locked over `grace` ago.
 
-        Rows: (id, name, error_count, locked_by, cancel_reason). Those are the jobs of workers
-        declared dead, and locks no live worker explains (a row written by hand, a worker that
-        never registered); `grace` covers a claim racing its worker's registration.
+        Rows: (id, name, error_count, locked_by, cancel_reason, queue, run_at). Those are the
+        jobs of workers declared dead, and locks no live worker explains (a row written by hand,
+        a worker that never registered); `grace` covers a claim racing its worker's
+        registration.
         """
         registered = select(WorkerRecord.id).where(WorkerRecord.id == Job.locked_by).exists()
         return (
@@ -188,6 +189,8 @@ class PortableStatements:
                 Job.error_count,
                 type_coerce(Job.locked_by, String),
                 Job.cancel_reason,
+                Job.queue,
+                Job.run_at,
             )
             .where(
                 Job.locked_by.is_not(None),

@@ -120,7 +120,7 @@ def create_schema(op: SupportsGetBind | Connection, *, version: str) -> None:
     the newer version.
 
         def upgrade() -> None:
-            migrate.create_schema(op, version="c0d1e2f3a4b5")
+            migrate.create_schema(op, version="d1e2f3a4b5c6")
     """
     connection = _bound_connection(op)
     heads = read_heads(connection)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from sqlalchemy import Delete, Update, bindparam
@@ -24,6 +24,7 @@ from sqla_jobs.store.claims import ClaimStore
 from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
 from sqla_jobs.store.engines import pool_options as pool_options
+from sqla_jobs.store.minute_counts import MinuteCountStore
 from sqla_jobs.store.slots import PeriodicSlotStore
 
 
@@ -36,9 +37,11 @@ class LostJob:
     error_count: int
     locked_by: str
     cancel_reason: str | None
+    queue: str
+    run_at: datetime
 
 
-class JobStore(ClaimStore, PeriodicSlotStore):
+class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
     """Run the worker's statements on `engine`.
 
     >>> store = JobStore(create_worker_engine("postgresql://app@db/app", concurrency=10))

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqla_jobs import wakeup
 from sqla_jobs.errors import ConfigurationError
+from sqla_jobs.hooks import JobHooks, OnJobEnd, OnJobStart, load_hooks
 from sqla_jobs.periodic import Periodic, checked_schedules, registered_schedules
 from sqla_jobs.settings import Settings
 from sqla_jobs.store import create_worker_engine
@@ -33,6 +34,7 @@ from sqla_jobs.tasks import Task
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker import signals
 from sqla_jobs.worker.assembly import assemble
+from sqla_jobs.worker.metrics_port import serve_metrics, with_metrics
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.shutdown import Shutdown
 from sqla_jobs.worker_options import WorkerOptions
@@ -50,8 +52,8 @@ class Worker:
     2}``) are stored in the database at start: no more than that many jobs of the queue run at
     once across every worker. `state` is handed to every job as `ctx.state`. `periodic` lists
     the schedules this worker enqueues (see `sqla_jobs.periodic`); it defaults to the
-    registered schedules of the tasks in `tasks`. The other options are those of
-    `WorkerOptions`.
+    registered schedules of the tasks in `tasks`. `on_job_start`, `on_job_end` and `hooks` are
+    called around each job (`sqla_jobs.hooks`). The other options are those of `WorkerOptions`.
 
     >>> worker = Worker("postgresql://app@db/app", concurrency=20, state=clients)
     >>> worker = Worker(url, queues={"mail": 5, "default": 20}, queue_limits={"payments": 2})
@@ -76,10 +78,14 @@ class Worker:
         worker_id: str | None = None,
         handle_signals: bool = True,
         periodic: Iterable[Periodic] | None = None,
+        hooks: Iterable[object] = (),
+        on_job_start: OnJobStart | Iterable[OnJobStart] | None = None,
+        on_job_end: OnJobEnd | Iterable[OnJobEnd] | None = None,
+        metrics_port: int | None = _UNSET,
     ) -> None:
         given = dict(concurrency=concurrency, poll_interval=poll_interval, max_retries=max_retries)
         given |= dict(shutdown_timeout=shutdown_timeout, heartbeat_interval=heartbeat_interval)
-        given |= dict(heartbeat_timeout=heartbeat_timeout)
+        given |= dict(heartbeat_timeout=heartbeat_timeout, metrics_port=metrics_port)
         if queues is not None:
             if isinstance(queues, str):
                 raise ConfigurationError("queues must be a sequence of queue names, not a string")
@@ -111,6 +117,8 @@ class Worker:
         )
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.handle_signals = handle_signals
+        hooks = with_metrics(hooks, options.metrics_port)  # a metrics port adds its hooks
+        self.hooks = JobHooks.of(hooks, on_job_start=on_job_start, on_job_end=on_job_end)
         self._stopping = asyncio.Event()
         self._build()
 
@@ -133,6 +141,7 @@ class Worker:
             tasks=tasks,
             state=state,
             handle_signals=handle_signals,
+            hooks=load_hooks(settings.hooks),
             **options.model_dump(exclude={"queues"}),
             queues=options.queues or None,
         )
@@ -167,12 +176,12 @@ class Worker:
     @property
     def outcomes(self) -> Counter[str]:
         """How many jobs ended with each outcome: ``Completed``, ``Retry``, ``Snoozed``, …"""
-        return self.runner.outcomes
+        return self.runner.tally.outcomes
 
     @property
     def failures(self) -> deque[tuple[uuid.UUID, str, str]]:
         """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
-        return self.runner.failures
+        return self.runner.tally.failures
 
     @property
     def was_forced(self) -> bool:
@@ -224,7 +233,8 @@ class Worker:
         self.runner.forced.clear()
         self._exit_code = 0
         self.runner.open()
-        helpers = [asyncio.create_task(self.recorder.run(self._stopping))]
+        metrics = await serve_metrics(self.engine, self.options.metrics_port, self._stopping)
+        helpers = [asyncio.create_task(self.recorder.run(self._stopping)), *metrics]
         if not until_idle and self.store.dialect == "postgresql":
             self._listener = Listener(self.engine.url, self.queues, self._wake, self.runner.cancel)
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
@@ -234,7 +244,7 @@ class Worker:
         if not until_idle:
             helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
         handles_signals = self.handle_signals and not until_idle
-        remove_handlers = signals.install(self, self._stopping) if handles_signals else _no_op
+        remove_handlers = signals.install(self, self._stopping) if handles_signals else lambda: None
         logger.info(
             "worker started",
             worker_id=self.id,
@@ -286,7 +296,3 @@ class Worker:
 
     def _wake(self) -> None:
         self.claim_loop.wake()
-
-
-def _no_op() -> None:
-    return None

@@ -28,6 +28,7 @@ FLAGS = (
     "state",
     "log_level",
     "log_json",
+    "metrics_port",
 )
 
 
@@ -44,6 +45,7 @@ class WorkerArguments:
     state: str | None = None
     log_level: str | None = None
     log_json: bool | None = None
+    metrics_port: int | None = None
 
 
 def settings_from(args: WorkerArguments) -> Settings:

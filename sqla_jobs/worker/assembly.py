@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sqla_jobs.hooks import JobHooks
 from sqla_jobs.periodic import Periodic
 from sqla_jobs.store import JobStore
 from sqla_jobs.tasks import Task
@@ -41,6 +42,8 @@ class WorkerSpec(Protocol):
     def schedules(self) -> Sequence[Periodic]: ...
     @property
     def queue_concurrency(self) -> Mapping[str, int] | None: ...
+    @property
+    def hooks(self) -> JobHooks | None: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ def assemble(spec: WorkerSpec, *, stopping: asyncio.Event, wake: Callable[[], No
         queue_concurrency=spec.queue_concurrency,
         default_max_retries=options.max_retries,
         on_slot_freed=wake,
+        hooks=spec.hooks,
     )
     # The lease tells the runner which jobs are no longer this worker's; nothing else calls back.
     lease.on_lost = runner.disown
@@ -94,6 +98,8 @@ def assemble(spec: WorkerSpec, *, stopping: asyncio.Event, wake: Callable[[], No
         tasks=spec.tasks,
         heartbeat_timeout=options.heartbeat_timeout,
         default_max_retries=options.max_retries,
+        tally=runner.tally,
+        hooks=spec.hooks,
     )
     maintenance = Maintenance(
         store,

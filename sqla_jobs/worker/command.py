@@ -101,6 +101,11 @@ def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
 )
 @click.option("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR.")
 @click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics on this port at /metrics (needs sqla_jobs[metrics]).",
+)
 def worker(**flags: Any) -> None:
     """Run the worker the flags describe; exit with its status."""
     click.get_current_context().exit(run(WorkerArguments(**flags)))
@@ -111,6 +116,11 @@ def run(args: WorkerArguments) -> int:
     try:
         settings = settings_from(args)
         url = checked_url(settings.database_url.get_secret_value())
+        if settings.processes > 1 and settings.metrics_port is not None:
+            raise ConfigurationError(
+                "metrics_port serves one process: with processes > 1, run the workers apart, "
+                "each with a port of its own"
+            )
     except ConfigurationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -148,11 +158,13 @@ def _run_one(
             worker = Worker.from_settings(settings, tasks=tasks.values(), state=state)
             await worker.run()
 
+    failed = False
     try:
         asyncio.run(serve())
     except ConfigurationError as exc:
         logger.error("the worker stopped", error=str(exc))
-    code = 1 if worker is None else worker.exit_code
+        failed = True
+    code = 1 if worker is None or failed else worker.exit_code
     if _job_threads_alive():
         # A sync job outlived the shutdown; joining its thread at exit would hang the process.
         sys.stdout.flush()

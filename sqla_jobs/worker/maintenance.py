@@ -1,5 +1,6 @@
 """Maintenance a worker does at each heartbeat on its own event loop: cancellations, its own locks,
-cancelled jobs nobody runs, the planner's statistics, and the rescue of dead workers' jobs.
+cancelled jobs nobody runs, the planner's statistics, the rescue of dead workers' jobs, and, once
+a minute, the per-minute job counts (with the summary log line of the same counts).
 
 Each duty runs on its own: one that fails (or finds a row it cannot handle) is logged and the
 others still run; the next round tries again.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -19,12 +19,14 @@ from loguru import logger
 from sqla_jobs.store import JobStore
 from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
 from sqla_jobs.worker.lease import Lease
+from sqla_jobs.worker.minute_counts import prune_minute_counts, write_minute_counts
 from sqla_jobs.worker.recorder import OutcomeRecorder
 from sqla_jobs.worker.rescuer import Rescuer
 from sqla_jobs.worker.runner import JobRunner
 
 CANCEL_BATCH = 100
-# Successes are logged per job at DEBUG only; INFO gets one line of counts this often.
+# Successes are logged per job at DEBUG only; INFO gets one line of counts this often, and the
+# per-minute counts table gets the same counts.
 SUMMARY_INTERVAL = timedelta(seconds=60)
 
 
@@ -49,8 +51,6 @@ class Maintenance:
         self._rescuer = rescuer
         self._claim_lock = claim_lock
         self._interval = interval
-        self._started_at = self._summarised_at = time.monotonic()
-        self._summarised_counts: Counter[str] = Counter()
         self.released_strays = 0
         """Jobs found locked by this worker that it was not running, released since it started."""
 
@@ -126,15 +126,12 @@ class Maintenance:
                 logger.warning("cancelled job dead-lettered", job_id=str(job_id))
 
     async def summarise(self) -> None:
-        """Log, at most every `SUMMARY_INTERVAL`, how many jobs ended each way since the last."""
-        now = time.monotonic()
-        if now - self._summarised_at < SUMMARY_INTERVAL.total_seconds():
+        """At most every `SUMMARY_INTERVAL`, write how many jobs ended each way since the last
+        time to the per-minute counts, log the totals, and delete counts past their retention."""
+        if time.monotonic() - self._runner.tally.taken_at < SUMMARY_INTERVAL.total_seconds():
             return
-        counts = self._runner.outcomes - self._summarised_counts
-        self._summarised_at, self._summarised_counts = now, self._runner.outcomes.copy()
-        if counts:
-            logger.info("jobs finished", seconds=round(now - self._started_at), **counts)
-        self._started_at = now
+        await write_minute_counts(self._store, self._runner.tally)
+        await prune_minute_counts(self._store)
 
     async def refresh_statistics(self) -> None:
         """ANALYZE the job table when it outgrew the planner's statistics (after a bulk load)."""

@@ -14,14 +14,16 @@ refuses does not hold back the others, and two rescuers never both rescue one jo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from loguru import logger
 
 from sqla_jobs.execution import lost_outcome
+from sqla_jobs.hooks import JobEnd, JobHooks, JobStart
 from sqla_jobs.store import JobStore, LostJob
 from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
 from sqla_jobs.tasks import Task, registered_tasks
+from sqla_jobs.worker.tally import JobTally
 
 RESCUE_BATCH = 100
 
@@ -36,8 +38,12 @@ class Rescuer:
         tasks: Mapping[str, type[Task]],
         heartbeat_timeout: timedelta,
         default_max_retries: int,
+        tally: JobTally | None = None,
+        hooks: JobHooks | None = None,
     ) -> None:
         self._store = store
+        self._tally = tally
+        self._hooks = hooks
         self._tasks = tasks
         self._timeout = heartbeat_timeout
         self._default_max_retries = default_max_retries
@@ -84,4 +90,23 @@ class Rescuer:
                 error=summarize_error(str(exc)),
             )
             return 0
-        return 1 if written else 0
+        if not written:
+            return 0
+        if self._tally is not None:
+            self._tally.add_minute(job.queue, job.name, "rescued", 0.0)
+        if self._hooks is not None:
+            await self._hooks.emit(_rescued_event(job, outcome.error))
+        return 1
+
+
+def _rescued_event(job: LostJob, error: str) -> JobEnd:
+    start = JobStart(
+        id=str(job.id),
+        name=job.name,
+        queue=job.queue,
+        attempt=job.error_count + 1,
+        run_at=job.run_at,
+        started_at=datetime.now(UTC),
+        worker_id=job.locked_by,
+    )
+    return JobEnd(job=start, outcome="rescued", duration=None, error=error)

@@ -11,8 +11,9 @@ import asyncio
 import concurrent.futures
 import contextvars
 import threading
+import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -22,14 +23,13 @@ from loguru import logger
 from sqlalchemy import Engine
 
 from sqla_jobs.context import ClaimedJob, JobContext
-from sqla_jobs.execution import DeadLetter, Outcome, Retry, cancelled_outcome, execute
+from sqla_jobs.execution import Outcome, cancelled_outcome, execute
+from sqla_jobs.hooks import JobHooks
 from sqla_jobs.store import JobStore, create_job_sync_engine
 from sqla_jobs.tasks import Task
 from sqla_jobs.transaction import TransactionBinding
 from sqla_jobs.worker.recorder import OutcomeRecorder
-
-# How many failed attempts `failures` keeps (the latest): a worker that runs for months stays small.
-MAX_KEPT_FAILURES = 100
+from sqla_jobs.worker.tally import JobTally
 
 
 class RunningJob:
@@ -75,6 +75,7 @@ class JobRunner:
         queue_concurrency: Mapping[str, int] | None = None,
         default_max_retries: int,
         on_slot_freed: Callable[[], None],
+        hooks: JobHooks | None = None,
     ) -> None:
         self._store = store
         self._recorder = recorder
@@ -94,11 +95,7 @@ class JobRunner:
         self._sync_engine_lock = threading.Lock()
         self.forced = asyncio.Event()
         """Set by a forced shutdown: stop waiting for job threads that will not return."""
-        self.jobs_processed = 0
-        self.outcomes: Counter[str] = Counter()
-        """How many jobs ended with each outcome (``Completed``, ``Retry``, ``Snoozed``, …)."""
-        self.failures: deque[tuple[uuid.UUID, str, str]] = deque(maxlen=MAX_KEPT_FAILURES)
-        """(job id, task name, error) of the latest failed attempts (Retry, DeadLetter)."""
+        self.jobs_processed, self.tally, self._hooks = 0, JobTally(), hooks
 
     @property
     def free_slots(self) -> int:
@@ -227,7 +224,10 @@ class JobRunner:
             ctx = JobContext.for_job(
                 job, worker_id=run.owner, state=self._state, transactions=binding
             )
+            started = time.monotonic()
             try:
+                if self._hooks is not None:
+                    await self._hooks.job_started(job, run.owner)
                 outcome: Outcome = await execute(
                     job,
                     ctx,
@@ -241,23 +241,25 @@ class JobRunner:
                     await self._until_code_returns(run)
                     run.code_returned = True
                     logger.warning("job cancelled by shutdown")
+                    if self._hooks is not None:
+                        await self._hooks.job_ended(job, "released", started, None)
                     raise
                 # Cancelled on request: dead-letter it now, but keep the slot until a thread
                 # that cannot be stopped has returned.
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]  # inside a task
                 logger.warning("job cancelled by request", reason=run.cancel_reason)
                 outcome = cancelled_outcome(run.cancel_reason, is_completed=ctx.is_completed)
-                await self._finish(run, outcome)
+                await self._finish(run, outcome, started)
                 await self._until_code_returns(run)
                 run.code_returned = True
                 return
             run.code_returned = True
-            await self._finish(run, outcome)
+            await self._finish(run, outcome, started)
 
-    async def _finish(self, run: RunningJob, outcome: Outcome) -> None:
-        self.outcomes[type(outcome).__name__] += 1
-        if isinstance(outcome, Retry | DeadLetter):
-            self.failures.append((run.job.id, run.job.name, outcome.error))
+    async def _finish(self, run: RunningJob, outcome: Outcome, started: float) -> None:
+        name = self.tally.add(run.job, outcome, started, cancelled=run.cancel_reason is not None)
+        if self._hooks is not None:
+            await self._hooks.job_ended(run.job, name, started, outcome)
         if run.is_disowned:
             return
         await self._recorder.record(run.owner, run.job.id, outcome)

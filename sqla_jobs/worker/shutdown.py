@@ -23,6 +23,7 @@ from loguru import logger
 from sqla_jobs.store import JobStore
 from sqla_jobs.store.retrying import GaveUp, retry_database
 from sqla_jobs.worker.lease import Lease
+from sqla_jobs.worker.minute_counts import write_minute_counts
 from sqla_jobs.worker.recorder import OutcomeRecorder
 from sqla_jobs.worker.runner import JobRunner
 
@@ -72,6 +73,7 @@ class Shutdown:
         """Write the outcomes left, release the locks of jobs that ended, end the lease."""
         await self._runner.wait_for_slots(CANCELLED_GRACE.total_seconds())
         await self._recorder.flush(attempts=WRITE_ATTEMPTS)
+        await write_minute_counts(self._store, self._runner.tally)
         still_running = self._runner.code_running_ids()
         released = await self._release(keep=still_running)
         if still_running:
