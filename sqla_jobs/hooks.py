@@ -110,7 +110,7 @@ class JobHooks:
         """Gather hook objects and functions; None when there is none (the worker then does
         no hook work at all).
 
-        >>> JobHooks.of([PrometheusHooks()], on_job_end=alert_on_dead_letter)
+        >>> JobHooks.of([default_metrics()], on_job_end=alert_on_dead_letter)
         """
         starts, ends = (
             _functions(on_job_start, "on_job_start"),

@@ -1,0 +1,1 @@
+"""Flask and Flask-SQLAlchemy (a sync `Session`, psycopg): a sign-up enqueues a welcome e-mail."""
