@@ -6,7 +6,9 @@ The CLI parses the flags, resolves the database and calls `serve`.
 from __future__ import annotations
 
 import ipaddress
+import signal
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -105,7 +107,7 @@ def prepare(options: ServeOptions, url: URL) -> Starlette:
 
 def serve(app: Starlette, options: ServeOptions) -> None:
     """Serve `app` with uvicorn on `options`' address until stopped (Ctrl-C, SIGTERM)."""
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=options.host.strip("[]"),
         port=options.port,
@@ -113,3 +115,18 @@ def serve(app: Starlette, options: ServeOptions) -> None:
         proxy_headers=False,
         server_header=False,
     )
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop signal ends the command with status 0.
+
+    uvicorn raises the signal again once it has shut down, so the process would die of it;
+    like the worker's, a stopped dashboard has done what it was asked and exits cleanly.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
+        else:
+            self.should_exit = True
