@@ -111,6 +111,8 @@ class Worker:
         )
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.handle_signals = handle_signals
+        self.supervisor_pid: int | None = None
+        """The ``--processes`` supervisor's pid in its worker processes: see `signals.install`."""
         self._stopping = asyncio.Event()
         self._build()
 
@@ -234,7 +236,11 @@ class Worker:
         if not until_idle:
             helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
         handles_signals = self.handle_signals and not until_idle
-        remove_handlers = signals.install(self, self._stopping) if handles_signals else _no_op
+        remove_handlers = (
+            signals.install(self, self._stopping, supervisor_pid=self.supervisor_pid)
+            if handles_signals
+            else _no_op
+        )
         logger.info(
             "worker started",
             worker_id=self.id,

@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", help="TRACE, DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    # Given by the supervisor to the worker processes it starts (see `sqla_jobs.worker.signals`).
+    parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,11 +115,15 @@ def run(args: argparse.Namespace) -> int:
     if settings.processes > 1:
         command = [sys.executable, "-m", "sqla_jobs.worker", *child_arguments(args)]
         return Supervisor(command, settings.processes).run()
-    return _run_one(settings, tasks, factory)
+    return _run_one(settings, tasks, factory, supervisor_pid=getattr(args, "supervisor_pid", None))
 
 
 def _run_one(
-    settings: Settings, tasks: Mapping[str, type[Task]], factory: Callable[[], Any] | None
+    settings: Settings,
+    tasks: Mapping[str, type[Task]],
+    factory: Callable[[], Any] | None,
+    *,
+    supervisor_pid: int | None,
 ) -> int:
     worker: Worker | None = None
 
@@ -125,6 +131,7 @@ def _run_one(
         nonlocal worker
         async with entered(factory) as state:
             worker = Worker.from_settings(settings, tasks=tasks.values(), state=state)
+            worker.supervisor_pid = supervisor_pid
             await worker.run()
 
     try:
@@ -191,8 +198,8 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
     if args.log_json:
         argv.append("--log-json")
     # Explicit, so SQLA_JOBS_PROCESSES in the inherited environment or .env cannot make each
-    # child a supervisor in turn.
-    return [*argv, "--processes", "1"]
+    # child a supervisor in turn. The supervisor runs in this process.
+    return [*argv, "--processes", "1", "--supervisor-pid", str(os.getpid())]
 
 
 def import_modules(modules: Sequence[str]) -> None:
