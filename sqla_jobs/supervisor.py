@@ -5,6 +5,12 @@ started with `subprocess` (the CLI runs ``python -m sqla_jobs.worker``), not a f
 no event loop, engine, connection pool or thread from the supervisor, it is exactly the process
 an operator could start by hand, and, unlike multiprocessing's spawn context, nothing has to be
 pickled to start it. POSIX only, like the worker's own signal handling.
+
+The children stay in the supervisor's process group, so a terminal treats them as one job
+(Ctrl-C, Ctrl-Z, hangup), and systemd's default ``KillMode=control-group`` signals them all.
+A stop can therefore reach a child twice, directly and forwarded: a supervised child takes only
+the first SIGTERM or SIGINT, and only `FORCE_STOP_SIGNAL`, sent by the supervisor on its own
+second signal, stops it at once (see `sqla_jobs.worker.signals`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ MAX_RESTART_DELAY = 30.0
 # INITIAL_RESTART_DELAY again instead of the backed-off delay.
 HEALTHY_LIFETIME = 60.0
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# "Stop at once", from the supervisor to its children only. Neither a terminal nor systemd sends
+# it, and its default action (unlike SIGQUIT's) dumps no core in a child not yet listening.
+FORCE_STOP_SIGNAL = signal.SIGUSR1
 
 
 @dataclass
@@ -49,10 +58,13 @@ class Supervisor:
     A child that exits while the supervisor is not stopping is restarted after a backoff
     (0.5 s doubling to 30 s), whatever its exit code: a worker is a service, so even a clean
     exit 0 of its own is unexpected, and restarting keeps the requested capacity.
-    Each signal is forwarded to every child: the first makes them shut down gracefully, a
-    second makes them cancel running jobs and exit at once.
+    The first signal is forwarded to every child, which shuts down gracefully; a second one
+    makes the supervisor send them `FORCE_STOP_SIGNAL`: they cancel running jobs and exit at
+    once. Children must ignore a repeated SIGTERM or SIGINT (``python -m sqla_jobs.worker
+    --supervisor-pid`` does): they may get each stop both directly and from the supervisor.
 
-    >>> Supervisor([sys.executable, "-m", "sqla_jobs.worker", "--processes", "1"], 4).run()
+    >>> command = [sys.executable, "-m", "sqla_jobs.worker", "--processes", "1"]
+    >>> Supervisor([*command, "--supervisor-pid", str(os.getpid())], 4).run()
     """
 
     def __init__(self, command: Sequence[str], processes: int) -> None:
@@ -98,15 +110,15 @@ class Supervisor:
         while self._pending_signals:
             signum = self._pending_signals.pop(0)
             if self._stopping:
-                logger.warning(
-                    "second signal; forwarding it to stop children at once", signal=signum
-                )
+                logger.warning("second signal; stopping worker processes at once", signal=signum)
+                sent: int = FORCE_STOP_SIGNAL
             else:
                 logger.info("signal received; stopping worker processes", signal=signum)
+                sent = signum
             self._stopping = True
             for slot in self._slots:
                 if slot.process is not None:
-                    slot.process.send_signal(signum)
+                    slot.process.send_signal(sent)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -139,11 +151,7 @@ class Supervisor:
         now = time.monotonic()
         for slot in self._slots:
             if slot.process is None and slot.start_at <= now:
-                # Own process group: a Ctrl-C in the terminal reaches only the supervisor, which
-                # forwards it once; otherwise each child would get it twice and stop at once.
-                # The price: a supervisor killed with SIGKILL leaves its children running
-                # (a service manager's cgroup, or the container, still ends them).
-                slot.process = subprocess.Popen(self.command, process_group=0)
+                slot.process = subprocess.Popen(self.command)
                 slot.started_at = now
                 logger.info(
                     "worker process started",

@@ -190,6 +190,21 @@ async def test_purge_asks_unless_yes(database: TestDatabase, engine: AsyncEngine
     )
 
 
+async def test_older_than_zero_is_a_filter_that_matches_every_dead_letter(
+    database: TestDatabase, engine: AsyncEngine
+) -> None:
+    for n in range(2):
+        await add_dead_letter(engine, failed_ago=1 + n)
+    result = await invoke(database, "purge", "--older-than", "0s", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "deleted 2 dead letter(s)" in result.stdout
+    assert await count(engine, DeadLetterJob) == 0
+    await add_dead_letter(engine, failed_ago=1)
+    retried = await invoke(database, "retry", "--older-than", "0s")
+    assert "retried 1 dead letter(s)" in retried.stdout, retried.output
+    assert await count(engine, Job) == 1
+
+
 async def test_cancel_reports_what_it_cancelled(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:

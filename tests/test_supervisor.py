@@ -82,6 +82,9 @@ async def pg_engine(pg_database: TestDatabase) -> AsyncIterator[AsyncEngine]:
         await connection.execute(
             text("CREATE TABLE supervisor_test_ledger (number integer NOT NULL, pid integer)")
         )
+        await connection.execute(
+            text("CREATE TABLE supervisor_test_events (key text, event text, pid integer)")
+        )
     try:
         yield engine
     finally:
@@ -95,7 +98,9 @@ def start_supervisor(
     """Start ``python -m sqla_jobs.worker`` with extra flags; leave no process behind."""
     runs: list[SupervisorRun] = []
 
-    def start(*flags: str, env: dict[str, str] | None = None) -> SupervisorRun:
+    def start(
+        *flags: str, env: dict[str, str] | None = None, own_group: bool = False
+    ) -> SupervisorRun:
         log_path = tmp_path / f"supervisor_{len(runs)}.log"
         environment = {
             **os.environ,
@@ -110,15 +115,24 @@ def start_supervisor(
             *("--queues", QUEUE, "--database-url", pg_database.url, "--log-json", *flags),
         ]
         # Append mode: the supervisor and its children share the file without overwriting.
+        # `own_group` gives it a process group apart from pytest's, as a shell gives each job,
+        # so that a test can signal the group as a terminal's Ctrl-C does.
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=log)
+            process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=log,
+                process_group=0 if own_group else None,
+            )
         runs.append(SupervisorRun(process, log_path))
         return runs[-1]
 
     yield start
     for run in runs:
         if run.process.poll() is None:
-            # A failed test: the children have their own process groups, so kill them by pid.
+            # A failed test: kill the children by pid, whichever process group they are in.
             for pid in run.child_pids():
                 _kill(pid)
             run.process.kill()
@@ -248,3 +262,150 @@ def test_processes_setting_must_be_at_least_one(
     assert "invalid settings: processes: Input should be greater than or equal to 1" in (
         capsys.readouterr().err
     )
+
+
+PAUSE = "tests.pause"
+PAUSE_IN_THREAD = "tests.pause_in_thread"
+# Settings of the stop tests: running jobs get far longer than they need, so only a forced stop
+# (never the shutdown timeout) can cut them short. The tests run two children with
+# `--concurrency 1`, so each child holds one of the two jobs.
+STOP_TEST_ENV = {"SQLA_JOBS_SHUTDOWN_TIMEOUT": "60"}
+
+
+async def _start_paused_jobs(
+    run: SupervisorRun, engine: AsyncEngine, *, seconds: float, workers: int = 2
+) -> list[uuid.UUID]:
+    """Enqueue an async job and a ``def run`` job of `seconds` each; wait until both run."""
+    await _wait_until_ready(run, workers)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    rows = [
+        {"id": job_id, "name": name, "payload": {"key": name, "seconds": seconds}, "queue": QUEUE}
+        for job_id, name in zip(ids, (PAUSE, PAUSE_IN_THREAD), strict=True)
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(insert(Job).values(rows))
+
+    async def both_started() -> bool:
+        return len(await _events(engine, "started")) == 2
+
+    await wait_until(both_started, TIMEOUT)
+    return ids
+
+
+async def _events(engine: AsyncEngine, event: str) -> list[str]:
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text("SELECT key FROM supervisor_test_events WHERE event = :event"), {"event": event}
+        )
+        return sorted(key for (key,) in result)
+
+
+async def _locked_ids(engine: AsyncEngine) -> set[uuid.UUID]:
+    async with engine.connect() as connection:
+        result = await connection.scalars(select(Job.id).where(Job.locked_by.is_not(None)))
+        return set(result)
+
+
+async def _assert_stopped_gracefully(run: SupervisorRun, engine: AsyncEngine) -> None:
+    """Both paused jobs ran to the end and were recorded; every process exited 0."""
+    assert await run.wait_for_exit() == 0
+    assert not [pid for pid in run.child_pids() if _is_alive(pid)]
+    assert [r["extra"]["exit_code"] for r in run.records("worker process stopped")] == [0, 0]
+    assert await _events(engine, "finished") == [PAUSE, PAUSE_IN_THREAD]
+    assert await _job_count(engine) == 0  # both recorded as completed, none left locked
+    assert not run.records("job cancelled by shutdown")
+    assert not run.records("second signal; cancelling running jobs")
+
+
+async def test_sigterm_to_every_process_of_the_unit_lets_running_jobs_finish(
+    start_supervisor: Callable[..., SupervisorRun], pg_engine: AsyncEngine
+) -> None:
+    # Regression: systemd's default KillMode=control-group signals every process of the unit,
+    # so each child got SIGTERM from systemd and again from the supervisor, and took the second
+    # one as "stop at once", cancelling its async job and leaving its `def run` job locked.
+    run = start_supervisor("--processes", "2", "--concurrency", "1", env=STOP_TEST_ENV)
+    await _start_paused_jobs(run, pg_engine, seconds=2)
+    for pid in (run.process.pid, *run.child_pids()):
+        os.kill(pid, signal.SIGTERM)
+    await _assert_stopped_gracefully(run, pg_engine)
+    # Each child did get a second SIGTERM, and let it pass.
+    assert len(run.records("signal received while already stopping; ignored")) >= 2
+
+
+async def test_ctrl_c_in_a_terminal_lets_running_jobs_finish(
+    start_supervisor: Callable[..., SupervisorRun], pg_engine: AsyncEngine
+) -> None:
+    # A terminal sends SIGINT to its whole foreground process group: the supervisor and the
+    # children it started in its group.
+    run = start_supervisor(
+        "--processes", "2", "--concurrency", "1", env=STOP_TEST_ENV, own_group=True
+    )
+    await _start_paused_jobs(run, pg_engine, seconds=2)
+    os.killpg(run.process.pid, signal.SIGINT)
+    await _assert_stopped_gracefully(run, pg_engine)
+    assert len(run.records("signal received while already stopping; ignored")) >= 2
+
+
+async def test_a_second_signal_to_the_supervisor_stops_its_children_at_once(
+    start_supervisor: Callable[..., SupervisorRun], pg_engine: AsyncEngine
+) -> None:
+    run = start_supervisor("--processes", "2", "--concurrency", "1", env=STOP_TEST_ENV)
+    async_id, thread_id = await _start_paused_jobs(run, pg_engine, seconds=300)
+    run.process.send_signal(signal.SIGTERM)
+
+    async def both_waiting() -> bool:
+        return len(run.records("waiting for running jobs")) == 2
+
+    await wait_until(both_waiting, TIMEOUT)
+    run.process.send_signal(signal.SIGTERM)
+    assert await run.wait_for_exit() == 1
+    assert not [pid for pid in run.child_pids() if _is_alive(pid)]
+    assert [r["extra"]["exit_code"] for r in run.records("worker process stopped")] == [1, 1]
+    assert len(run.records("stop at once requested; cancelling running jobs")) == 2
+    # The force path as for a lone worker: the async job is cancelled and released for another
+    # worker; the thread cannot be stopped, so its job stays locked until it is rescued.
+    assert await _events(pg_engine, "finished") == []
+    assert await _locked_ids(pg_engine) == {thread_id}
+    async with pg_engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).where(Job.id == async_id)) == 1
+
+
+async def test_a_lone_workers_second_sigterm_still_stops_it_at_once(
+    start_supervisor: Callable[..., SupervisorRun], pg_engine: AsyncEngine
+) -> None:
+    # --processes 1: no supervisor, the command is the worker itself, as before.
+    run = start_supervisor("--processes", "1", "--concurrency", "2", env=STOP_TEST_ENV)
+    async_id, thread_id = await _start_paused_jobs(run, pg_engine, seconds=300, workers=1)
+    assert run.ready_pids() == {run.process.pid}
+    run.process.send_signal(signal.SIGTERM)
+
+    async def waiting() -> bool:
+        return len(run.records("waiting for running jobs")) == 1
+
+    await wait_until(waiting, TIMEOUT)
+    run.process.send_signal(signal.SIGTERM)
+    assert await run.wait_for_exit() == 1
+    assert len(run.records("second signal; cancelling running jobs")) == 1
+    assert await _locked_ids(pg_engine) == {thread_id}
+    assert await _events(pg_engine, "finished") == []
+    async with pg_engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).where(Job.id == async_id)) == 1
+
+
+async def test_children_of_a_killed_supervisor_finish_their_jobs_and_exit(
+    start_supervisor: Callable[..., SupervisorRun], pg_engine: AsyncEngine
+) -> None:
+    run = start_supervisor("--processes", "2", "--concurrency", "1", env=STOP_TEST_ENV)
+    await _start_paused_jobs(run, pg_engine, seconds=2)
+    run.process.kill()
+    assert await run.wait_for_exit() == -signal.SIGKILL
+
+    # Orphans: init, not this test, reaps them, so their own last log lines tell their end.
+    async def children_stopped() -> bool:
+        return len(run.records("worker stopped")) == 2
+
+    await wait_until(children_stopped, TIMEOUT)
+    assert [r["extra"]["exit_code"] for r in run.records("worker stopped")] == [0, 0]
+    assert len(run.records("supervisor gone; shutting down gracefully")) == 2
+    assert await _events(pg_engine, "finished") == [PAUSE, PAUSE_IN_THREAD]
+    assert await _job_count(pg_engine) == 0

@@ -79,7 +79,8 @@ def _run_batched(
     yes: bool,
     database_url: str | None,
 ) -> int:
-    if not (ids or queue or name or older_than or everything):
+    # `is not None`: --older-than 0s (every dead letter so far) is a filter, though falsy.
+    if not (ids or queue or name or older_than is not None or everything):
         raise click.UsageError(f"say which dead letters to {verb}: IDs, a filter, or --all")
     filters: dict[str, Any] = {"queue": queue, "name": name, "older_than": older_than}
     chosen = list(dict.fromkeys(ids)) or None

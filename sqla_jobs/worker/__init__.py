@@ -119,6 +119,7 @@ class Worker:
         self.handle_signals = handle_signals
         hooks = with_metrics(hooks, options.metrics_port)  # a metrics port adds its hooks
         self.hooks = JobHooks.of(hooks, on_job_start=on_job_start, on_job_end=on_job_end)
+        self.supervisor_pid: int | None = None  # set in --processes children: signals.install
         self._stopping = asyncio.Event()
         self._build()
 
@@ -243,8 +244,8 @@ class Worker:
         helpers.append(asyncio.create_task(self.maintenance.run(self._stopping)))
         if not until_idle:
             helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
-        handles_signals = self.handle_signals and not until_idle
-        remove_handlers = signals.install(self, self._stopping) if handles_signals else lambda: None
+        enabled = self.handle_signals and not until_idle
+        remove_handlers = signals.install(self, self._stopping, self.supervisor_pid, enabled)
         logger.info(
             "worker started",
             worker_id=self.id,

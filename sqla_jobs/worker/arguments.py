@@ -46,6 +46,7 @@ class WorkerArguments:
     log_level: str | None = None
     log_json: bool | None = None
     metrics_port: int | None = None
+    supervisor_pid: int | None = None
 
 
 def settings_from(args: WorkerArguments) -> Settings:
@@ -69,8 +70,8 @@ def child_arguments(args: WorkerArguments) -> list[str]:
     if args.log_json:
         argv.append("--log-json")
     # Explicit, so SQLA_JOBS_PROCESSES in the inherited environment or .env cannot make each
-    # child a supervisor in turn.
-    return [*argv, "--processes", "1"]
+    # child a supervisor in turn. The supervisor runs in this process.
+    return [*argv, "--processes", "1", "--supervisor-pid", str(os.getpid())]
 
 
 def warn_if_default_database(url: URL, url_flag: str | None) -> None:

@@ -106,6 +106,8 @@ def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
     type=int,
     help="Serve Prometheus metrics on this port at /metrics (needs sqla_jobs[metrics]).",
 )
+# Given by the supervisor to the worker processes it starts (see `sqla_jobs.worker.signals`).
+@click.option("--supervisor-pid", type=int, hidden=True)
 def worker(**flags: Any) -> None:
     """Run the worker the flags describe; exit with its status."""
     click.get_current_context().exit(run(WorkerArguments(**flags)))
@@ -144,11 +146,15 @@ def run(args: WorkerArguments) -> int:
     if settings.processes > 1:
         command = [sys.executable, "-m", "sqla_jobs.worker", *child_arguments(args)]
         return Supervisor(command, settings.processes).run()
-    return _run_one(settings, tasks, factory)
+    return _run_one(settings, tasks, factory, supervisor_pid=args.supervisor_pid)
 
 
 def _run_one(
-    settings: Settings, tasks: Mapping[str, type[Task]], factory: Callable[[], Any] | None
+    settings: Settings,
+    tasks: Mapping[str, type[Task]],
+    factory: Callable[[], Any] | None,
+    *,
+    supervisor_pid: int | None,
 ) -> int:
     worker: Worker | None = None
 
@@ -156,6 +162,7 @@ def _run_one(
         nonlocal worker
         async with entered(factory) as state:
             worker = Worker.from_settings(settings, tasks=tasks.values(), state=state)
+            worker.supervisor_pid = supervisor_pid
             await worker.run()
 
     failed = False

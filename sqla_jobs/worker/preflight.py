@@ -57,6 +57,9 @@ async def _wait_for_database(url: URL, startup_timeout: timedelta) -> None:
             handled.append(signum)
     try:
         await _connect_when_up(url, startup_timeout, stop)
+        # A signal that came while a database that is up answered must still stop the command.
+        if stop.is_set():
+            raise StoppedWhileWaiting
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
