@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     Select,
     Update,
+    any_,
     case,
     cast,
     column,
@@ -118,9 +119,14 @@ class PostgreSQLStatements(PortableStatements):
             due = claim_candidates(per_queue, overall)
         # Materialised so the planner cannot re-run the LIMITed lock per outer row.
         chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
+        # `id = ANY(ARRAY(SELECT ...))`, not `id IN (SELECT ...)`: the planner joins an IN
+        # subquery by hashing it against a scan of the whole table whenever that looks cheaper
+        # than 100 primary-key probes, which it does below some 30 000 rows, dead ones not
+        # counted (measured: 2.7 ms instead of 1.5 ms a claim on 10 000 jobs, more while a
+        # drain leaves dead rows). An array is probed through the primary key at any size.
         return (
             update(Job)
-            .where(Job.id.in_(select(chosen.c.id)))
+            .where(Job.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
