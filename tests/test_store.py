@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import NullPool
 
 from sqla_jobs.clock import db_now_plus
+from sqla_jobs.dialects import claim_limit_values
 from sqla_jobs.execution import DeadLetter, Retry
 from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
 from sqla_jobs.store import JobStore, LostJob, retrying
@@ -199,6 +200,36 @@ async def test_claim_skips_locked_cancelled_future_and_other_queues_jobs(
     claimed = await store.claim(worker_id="w1", queues=["default"], limit=10)
 
     assert [job.id for job in claimed] == [due]
+
+
+async def test_only_the_claims_own_commit_skips_waiting_for_the_disk(
+    pg_database: TestDatabase,
+) -> None:
+    # One connection, so the store's autocommit claim and the checks below share it: a
+    # setting the claim left behind would make the job's own transactions asynchronous too.
+    engine = create_async_engine(pg_database.url, pool_size=1, max_overflow=0)
+    show = text("SHOW synchronous_commit")
+    try:
+        for _ in range(2):
+            await add_job(engine)
+        store = JobStore(engine)
+        async with engine.connect() as connection:
+            server_default = await connection.scalar(show)
+            await connection.commit()
+            claim = store.statements.claim_jobs(worker_id="w1", queues=["default"], limit=1)
+            result = await connection.execute(claim, claim_limit_values(["default"], 1))
+            assert len(result.all()) == 1
+            assert await connection.scalar(show) == "off"
+            await connection.commit()
+            assert await connection.scalar(show) == server_default == "on"
+            await connection.commit()
+
+        assert len(await store.claim(worker_id="w1", queues=["default"], limit=1)) == 1
+        async with engine.connect() as connection:
+            assert await connection.scalar(show) == "on"
+        assert set((await lock_holders(engine)).values()) == {"w1"}
+    finally:
+        await engine.dispose()
 
 
 async def test_claim_reads_every_column_of_a_row_by_name(

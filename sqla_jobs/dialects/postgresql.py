@@ -17,9 +17,11 @@ from sqlalchemy import (
     literal,
     select,
     table,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import REGCLASS
+from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
@@ -48,6 +50,23 @@ STALE_FACTOR = 10
 STALE_MINIMUM_ROWS = 10_000
 ANALYZE_LOCK = 0x73716C615F6A6F62
 """An advisory lock key ("sqla_job"), so that one worker at a time refreshes the statistics."""
+
+
+def commit_without_waiting_for_disk() -> ColumnElement[bool]:
+    """Return a condition, always true, that makes its transaction commit asynchronously
+    (``SET LOCAL synchronous_commit = off``, as a function inside the statement itself).
+
+    The claim's commit then returns before its WAL reaches the disk, which saved a flush of
+    1.5-2.5 ms per claim on the development machine: most of the time from a job's NOTIFY
+    to its start. Only a crash of the database server itself can lose such a commit, and
+    losing a claim costs what a dead worker costs, a job that runs again: its guarded writes
+    (completion, retry, `ctx.transaction()`) then find it unclaimed and change nothing, and
+    any of them that did commit flushed the claim's WAL before its own. Other transactions
+    see the claim at once either way. Only this transaction is affected (LOCAL): the job's
+    own transactions keep the server's setting.
+    """
+    setting = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
+    return setting.is_not(None)
 
 
 class PostgreSQLStatements(PortableStatements):
@@ -126,7 +145,10 @@ class PostgreSQLStatements(PortableStatements):
         # drain leaves dead rows). An array is probed through the primary key at any size.
         return (
             update(Job)
-            .where(Job.id == any_(func.array(select(chosen.c.id).scalar_subquery())))
+            .where(
+                Job.id == any_(func.array(select(chosen.c.id).scalar_subquery())),
+                commit_without_waiting_for_disk(),
+            )
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
