@@ -26,6 +26,7 @@ from sqla_jobs.admin import remove_queue_limit, set_queue_limit
 from sqla_jobs.dialects import statements_for
 from sqla_jobs.models import QueueLimit
 from sqla_jobs.store import JobStore
+from sqla_jobs.store.claims import LIMITS_REFRESH_INTERVAL
 from sqla_jobs.worker.command import add_arguments, child_arguments, settings_from
 from sqla_jobs.worker_options import WorkerOptions
 from tests.cli_tasks import Timed, ledger_metadata, spans
@@ -154,6 +155,32 @@ async def test_a_claim_never_takes_more_than_a_queues_limit_lets_run(
     async with engine.begin() as connection:
         await connection.execute(update(Job).values(locked_by=None))
     assert await store.claim(worker_id="w1", queues=["payments"], limit=10) == []
+
+
+async def test_a_stale_list_of_limited_queues_is_read_again_beside_the_claims(
+    pg_database: TestDatabase,
+) -> None:
+    # PostgreSQL only: SQLite's one claim statement obeys the limits and keeps no list.
+    engine = create_async_engine(pg_database.url)
+    await add(engine, *(enqueue(Quick(label="p"), queue="payments") for _ in range(4)))
+    store = JobStore(engine)
+    assert await store.claim(worker_id="w", queues=["other"], limit=10) == []
+    await set_limit(engine, "payments", 1)
+    assert store._limited_read_at is not None
+    store._limited_read_at -= LIMITS_REFRESH_INTERVAL.total_seconds()  # a second later
+    # This claim goes by the stale list (no limits), which the claim itself corrects: the
+    # unlimited claim leaves the limited queue out. The list is read again meanwhile.
+    assert await store.claim(worker_id="w", queues=["payments"], limit=10) == []
+    assert store._limited_refresh is not None
+
+    async def refreshed() -> bool:
+        return store._limited_refresh is None
+
+    await wait_until(refreshed)
+    assert store._limited == frozenset({"payments"})
+    assert len(await store.claim(worker_id="w", queues=["payments"], limit=10)) == 1
+    assert await store.claim(worker_id="w", queues=["payments"], limit=10) == []
+    await store.dispose()  # and with it the engine
 
 
 async def test_a_removed_limit_lets_the_queue_run_freely(

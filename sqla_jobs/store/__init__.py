@@ -8,6 +8,7 @@ own connection (`store.lease`) and the LISTEN connection (`store.listener`) live
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class JobStore(ClaimStore, PeriodicSlotStore):
         self._limited_claims: dict[tuple[str, str], Update] = {}
         self._limited: frozenset[str] = frozenset()
         self._limited_read_at: float | None = None
+        self._limited_refresh: asyncio.Task[None] | None = None
         self._deletes: dict[str, Delete] = {}
         self._next_due: dict[tuple[str, ...], Any] = {}
 
@@ -185,5 +187,9 @@ class JobStore(ClaimStore, PeriodicSlotStore):
             return True
 
     async def dispose(self) -> None:
-        """Close the engine's connections."""
+        """Close the engine's connections (after stopping a refresh of the limited queues)."""
+        refresh = self._limited_refresh
+        if refresh is not None:
+            refresh.cancel()
+            await asyncio.wait([refresh])
         await self.engine.dispose()
