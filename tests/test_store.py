@@ -23,6 +23,7 @@ from sqlalchemy import (
     column,
     create_engine,
     delete,
+    event,
     func,
     insert,
     literal,
@@ -305,6 +306,28 @@ async def test_delete_jobs_deletes_only_the_jobs_the_worker_holds(
     assert await store.delete_jobs(worker_id="w1", job_ids=mine) == 0
 
     assert set(await jobs(engine)) == {theirs, unlocked}
+
+
+async def test_batches_of_any_size_are_deleted_by_one_postgresql_statement(
+    store: JobStore, engine: AsyncEngine
+) -> None:
+    sent: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            sent.append(statement)
+
+    held = [await add_job(engine, locked_by="w1") for _ in range(6)]
+    event.listen(engine.sync_engine, "before_cursor_execute", note)
+    try:
+        for batch in (held[:1], held[1:3], held[3:]):
+            assert await store.delete_jobs(worker_id="w1", job_ids=batch) == len(batch)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", note)
+    assert await jobs(engine) == {}
+    # PostgreSQL: one array parameter, so asyncpg prepares one statement for every size.
+    # SQLite has no arrays: one placeholder per id.
+    assert len(set(sent)) == (1 if store.dialect == "postgresql" else 3)
 
 
 async def test_delete_job_statement_is_guarded_by_the_worker(

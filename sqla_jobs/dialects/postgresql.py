@@ -6,12 +6,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Delete,
     Select,
     Update,
+    Uuid,
     any_,
+    bindparam,
     case,
     cast,
     column,
+    delete,
     false,
     func,
     literal,
@@ -20,7 +24,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import REGCLASS
+from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_jobs.clock import db_now
@@ -152,6 +156,16 @@ class PostgreSQLStatements(PortableStatements):
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
+
+    def delete_batch(self, *, worker_id: str) -> Delete:
+        """Delete the jobs `worker_id` still holds among the list of ids bound to ``job_ids``,
+        sent as one array: the SQL is the same for every batch size.
+
+        An expanding IN renders a placeholder per id, so each batch size was a statement of its
+        own, prepared by asyncpg in an extra round trip and crowding its statement cache.
+        """
+        job_ids = bindparam("job_ids", type_=ARRAY(Uuid()))
+        return delete(Job).where(Job.id == any_(job_ids), Job.locked_by == worker_id)
 
     def stale_statistics(self) -> Select[bool]:
         """Select whether the job table has 10 times the rows the planner believes (and 10 000

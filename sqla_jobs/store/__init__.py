@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, assert_never
 
-from sqlalchemy import Delete, Update, bindparam
+from sqlalchemy import Delete, Update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_jobs.dialects import JobStatements, statements_for
@@ -72,9 +72,7 @@ class JobStore(ClaimStore, PeriodicSlotStore):
         """Delete the succeeded jobs `worker_id` still holds; return how many it held."""
         statement = self._deletes.get(worker_id)
         if statement is None:
-            statement = self._deletes[worker_id] = self.statements.delete_jobs(
-                worker_id=worker_id, job_ids=bindparam("job_ids", expanding=True)
-            )
+            statement = self._deletes[worker_id] = self.statements.delete_batch(worker_id=worker_id)
         async with self._autocommit.connect() as connection:
             result = await connection.execute(statement, {"job_ids": list(job_ids)})
         return result.rowcount
