@@ -62,10 +62,11 @@ def commit_without_waiting_for_disk() -> ColumnElement[bool]:
 
     The claim's commit then returns before its WAL reaches the disk, which saved a flush of
     1.5-2.5 ms per claim on the development machine: most of the time from a job's NOTIFY
-    to its start. Only a crash of the database server itself can lose such a commit, and
-    losing a claim costs what a dead worker costs, a job that runs again: its guarded writes
-    (completion, retry, `ctx.transaction()`) then find it unclaimed and change nothing, and
-    any of them that did commit flushed the claim's WAL before its own. Other transactions
+    to its start. Only a crash of the database server itself (or a failover to a standby)
+    can lose such a commit, and losing a claim costs what a dead worker costs, a job that
+    runs again: its guarded writes (completion, retry, `ctx.transaction()`) then find it
+    unclaimed and change nothing, and any of them that did commit flushed the claim's WAL
+    before its own. Other transactions
     see the claim at once either way. Only this transaction is affected (LOCAL): the job's
     own transactions keep the server's setting.
     """
