@@ -66,9 +66,8 @@ def commit_without_waiting_for_disk() -> ColumnElement[bool]:
     can lose such a commit, and losing a claim costs what a dead worker costs, a job that
     runs again: its guarded writes (completion, retry, `ctx.transaction()`) then find it
     unclaimed and change nothing, and any of them that did commit flushed the claim's WAL
-    before its own. Other transactions
-    see the claim at once either way. Only this transaction is affected (LOCAL): the job's
-    own transactions keep the server's setting.
+    before its own. Other transactions see the claim at once either way. Only this
+    transaction is affected (LOCAL): the job's own transactions keep the server's setting.
     """
     setting = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
     return setting.is_not(None)

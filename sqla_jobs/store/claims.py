@@ -150,7 +150,7 @@ class ClaimStore:
         try:
             await self._read_limited_queues(queues)
         except DATABASE_ERRORS:
-            pass  # the list stays as it was; the next claim tries again and reports trouble
+            pass  # the list stays as it was; the next claim starts another read
         finally:
             self._limited_refresh = None
 
