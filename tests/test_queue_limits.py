@@ -26,7 +26,6 @@ from sqla_jobs.admin import remove_queue_limit, set_queue_limit
 from sqla_jobs.dialects import statements_for
 from sqla_jobs.models import QueueLimit
 from sqla_jobs.store import JobStore
-from sqla_jobs.store.claims import LIMITS_REFRESH_INTERVAL
 from sqla_jobs.worker.command import add_arguments, child_arguments, settings_from
 from sqla_jobs.worker_options import WorkerOptions
 from tests.cli_tasks import Timed, ledger_metadata, spans
@@ -167,7 +166,7 @@ async def test_a_stale_list_of_limited_queues_is_read_again_beside_the_claims(
     assert await store.claim(worker_id="w", queues=["other"], limit=10) == []
     await set_limit(engine, "payments", 1)
     assert store._limited_read_at is not None
-    store._limited_read_at -= LIMITS_REFRESH_INTERVAL.total_seconds()  # a second later
+    store._limited_read_at -= 3600  # read an hour ago: stale
     # This claim goes by the stale list (no limits), which the claim itself corrects: the
     # unlimited claim leaves the limited queue out. The list is read again meanwhile.
     assert await store.claim(worker_id="w", queues=["payments"], limit=10) == []
