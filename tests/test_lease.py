@@ -495,8 +495,13 @@ class HogState:
         self.release = threading.Event()
 
 
-class HogConnections(Task, name="tests.lease.hog_connections"):
-    """Open connections as the worker's role until the role's limit refuses one, then wait."""
+class HogConnections(Task, name="tests.lease.hog_connections", queue="lease_hog"):
+    """Open connections as the worker's role until the role's limit refuses one, then wait.
+
+    In a queue of its own: the other worker of the test, which does not know this task,
+    must not claim it first (it would fail it as unknown, and the retries' backoff could
+    outlast the test's wait).
+    """
 
     def run(self, ctx: JobContext) -> None:
         import psycopg

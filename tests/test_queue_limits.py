@@ -155,6 +155,32 @@ async def test_a_claim_never_takes_more_than_a_queues_limit_lets_run(
     assert await store.claim(worker_id="w1", queues=["payments"], limit=10) == []
 
 
+async def test_a_stale_list_of_limited_queues_is_read_again_beside_the_claims(
+    pg_database: TestDatabase,
+) -> None:
+    # PostgreSQL only: SQLite's one claim statement obeys the limits and keeps no list.
+    engine = create_async_engine(pg_database.url)
+    await add(engine, *(enqueue(Quick(label="p"), queue="payments") for _ in range(4)))
+    store = JobStore(engine)
+    assert await store.claim(worker_id="w", queues=["other"], limit=10) == []
+    await set_limit(engine, "payments", 1)
+    assert store._limited_read_at is not None
+    store._limited_read_at -= 3600  # read an hour ago: stale
+    # This claim goes by the stale list (no limits), which the claim itself corrects: the
+    # unlimited claim leaves the limited queue out. The list is read again meanwhile.
+    assert await store.claim(worker_id="w", queues=["payments"], limit=10) == []
+    assert store._limited_refresh is not None
+
+    async def refreshed() -> bool:
+        return store._limited_refresh is None
+
+    await wait_until(refreshed)
+    assert store._limited == frozenset({"payments"})
+    assert len(await store.claim(worker_id="w", queues=["payments"], limit=10)) == 1
+    assert await store.claim(worker_id="w", queues=["payments"], limit=10) == []
+    await store.dispose()  # and with it the engine
+
+
 async def test_a_removed_limit_lets_the_queue_run_freely(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:

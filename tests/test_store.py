@@ -23,6 +23,7 @@ from sqlalchemy import (
     column,
     create_engine,
     delete,
+    event,
     func,
     insert,
     literal,
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import NullPool
 
 from sqla_jobs.clock import db_now_plus
+from sqla_jobs.dialects import claim_limit_values
 from sqla_jobs.execution import DeadLetter, Retry
 from sqla_jobs.models import DeadLetterJob, Job, WorkerRecord
 from sqla_jobs.store import JobStore, retrying
@@ -201,6 +203,38 @@ async def test_claim_skips_locked_cancelled_future_and_other_queues_jobs(
     assert [job.id for job in claimed] == [due]
 
 
+async def test_only_the_claims_own_commit_skips_waiting_for_the_disk(
+    pg_database: TestDatabase,
+) -> None:
+    # One connection, so the store's autocommit claim and the checks below share it: a
+    # setting the claim left behind would make the job's own transactions asynchronous too.
+    engine = create_async_engine(pg_database.url, pool_size=1, max_overflow=0)
+    show = text("SHOW synchronous_commit")
+    try:
+        for _ in range(2):
+            await add_job(engine)
+        store = JobStore(engine)
+        async with engine.connect() as connection:
+            # The session's own setting, whatever the server's default: the claim must not
+            # change it beyond its own transaction.
+            await connection.execute(text("SET synchronous_commit = on"))
+            await connection.commit()
+            claim = store.statements.claim_jobs(worker_id="w1", queues=["default"], limit=1)
+            result = await connection.execute(claim, claim_limit_values(["default"], 1))
+            assert len(result.all()) == 1
+            assert await connection.scalar(show) == "off"
+            await connection.commit()
+            assert await connection.scalar(show) == "on"
+            await connection.commit()
+
+        assert len(await store.claim(worker_id="w1", queues=["default"], limit=1)) == 1
+        async with engine.connect() as connection:
+            assert await connection.scalar(show) == "on"
+        assert set((await lock_holders(engine)).values()) == {"w1"}
+    finally:
+        await engine.dispose()
+
+
 async def test_claim_reads_every_column_of_a_row_by_name(
     store: JobStore, engine: AsyncEngine
 ) -> None:
@@ -274,6 +308,28 @@ async def test_delete_jobs_deletes_only_the_jobs_the_worker_holds(
     assert await store.delete_jobs(worker_id="w1", job_ids=mine) == 0
 
     assert set(await jobs(engine)) == {theirs, unlocked}
+
+
+async def test_batches_of_any_size_are_deleted_by_one_postgresql_statement(
+    store: JobStore, engine: AsyncEngine
+) -> None:
+    sent: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            sent.append(statement)
+
+    held = [await add_job(engine, locked_by="w1") for _ in range(6)]
+    event.listen(engine.sync_engine, "before_cursor_execute", note)
+    try:
+        for batch in (held[:1], held[1:3], held[3:]):
+            assert await store.delete_jobs(worker_id="w1", job_ids=batch) == len(batch)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", note)
+    assert await jobs(engine) == {}
+    # PostgreSQL: one array parameter, so asyncpg prepares one statement for every size.
+    # SQLite has no arrays: one placeholder per id.
+    assert len(set(sent)) == (1 if store.dialect == "postgresql" else 3)
 
 
 async def test_delete_job_statement_is_guarded_by_the_worker(

@@ -67,6 +67,10 @@ class JobStatements(Protocol):
         """Delete the jobs `worker_id` still holds among `job_ids` (they succeeded)."""
         ...
 
+    def delete_batch(self, *, worker_id: str) -> Delete:
+        """Delete the jobs `worker_id` still holds among the list of ids bound to ``job_ids``."""
+        ...
+
     def retry_job(
         self, *, worker_id: str, job_id: uuid.UUID, error: str, delay: timedelta
     ) -> Update:

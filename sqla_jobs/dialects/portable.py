@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Update,
     Uuid,
+    bindparam,
     delete,
     func,
     insert,
@@ -43,6 +44,11 @@ class PortableStatements:
     ) -> Delete:
         """Delete the jobs `worker_id` still holds among `job_ids` (they succeeded)."""
         return delete(Job).where(Job.id.in_(job_ids), Job.locked_by == worker_id)
+
+    def delete_batch(self, *, worker_id: str) -> Delete:
+        """Delete the jobs `worker_id` still holds among the list of ids bound to ``job_ids``
+        (the recorder's batches of succeeded jobs)."""
+        return self.delete_jobs(worker_id=worker_id, job_ids=bindparam("job_ids", expanding=True))
 
     def retry_job(
         self, *, worker_id: str, job_id: uuid.UUID, error: str, delay: timedelta

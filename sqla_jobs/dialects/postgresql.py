@@ -6,19 +6,26 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Delete,
     Select,
     Update,
+    Uuid,
+    any_,
+    bindparam,
     case,
     cast,
     column,
+    delete,
     false,
     func,
     literal,
     select,
     table,
+    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import REGCLASS
+from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
+from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
@@ -47,6 +54,23 @@ STALE_FACTOR = 10
 STALE_MINIMUM_ROWS = 10_000
 ANALYZE_LOCK = 0x73716C615F6A6F62
 """An advisory lock key ("sqla_job"), so that one worker at a time refreshes the statistics."""
+
+
+def commit_without_waiting_for_disk() -> ColumnElement[bool]:
+    """Return a condition, always true, that makes its transaction commit asynchronously
+    (``SET LOCAL synchronous_commit = off``, as a function inside the statement itself).
+
+    The claim's commit then returns before its WAL reaches the disk, which saved a flush of
+    1.5-2.5 ms per claim on the development machine: most of the time from a job's NOTIFY
+    to its start. Only a crash of the database server itself (or a failover to a standby)
+    can lose such a commit, and losing a claim costs what a dead worker costs, a job that
+    runs again: its guarded writes (completion, retry, `ctx.transaction()`) then find it
+    unclaimed and change nothing, and any of them that did commit flushed the claim's WAL
+    before its own. Other transactions see the claim at once either way. Only this
+    transaction is affected (LOCAL): the job's own transactions keep the server's setting.
+    """
+    setting = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
+    return setting.is_not(None)
 
 
 class PostgreSQLStatements(PortableStatements):
@@ -118,12 +142,30 @@ class PostgreSQLStatements(PortableStatements):
             due = claim_candidates(per_queue, overall)
         # Materialised so the planner cannot re-run the LIMITed lock per outer row.
         chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
+        # `id = ANY(ARRAY(SELECT ...))`, not `id IN (SELECT ...)`: the planner joins an IN
+        # subquery by hashing it against a scan of the whole table whenever that looks cheaper
+        # than 100 primary-key probes, which it does below some 30 000 rows, dead ones not
+        # counted (measured: 2.7 ms instead of 1.5 ms a claim on 10 000 jobs, more while a
+        # drain leaves dead rows). An array is probed through the primary key at any size.
         return (
             update(Job)
-            .where(Job.id.in_(select(chosen.c.id)))
+            .where(
+                Job.id == any_(func.array(select(chosen.c.id).scalar_subquery())),
+                commit_without_waiting_for_disk(),
+            )
             .values(locked_by=worker_id, locked_at=db_now())
             .returning(*CLAIMED_COLUMNS)
         )
+
+    def delete_batch(self, *, worker_id: str) -> Delete:
+        """Delete the jobs `worker_id` still holds among the list of ids bound to ``job_ids``,
+        sent as one array: the SQL is the same for every batch size.
+
+        An expanding IN renders a placeholder per id, so each batch size was a statement of its
+        own, prepared by asyncpg in an extra round trip and crowding its statement cache.
+        """
+        job_ids = bindparam("job_ids", type_=ARRAY(Uuid()))
+        return delete(Job).where(Job.id == any_(job_ids), Job.locked_by == worker_id)
 
     def stale_statistics(self) -> Select[bool]:
         """Select whether the job table has 10 times the rows the planner believes (and 10 000

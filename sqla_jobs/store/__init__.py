@@ -8,13 +8,14 @@ own connection (`store.lease`) and the LISTEN connection (`store.listener`) live
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from sqlalchemy import Delete, Update, bindparam
+from sqlalchemy import Delete, Update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_jobs.dialects import JobStatements, statements_for
@@ -61,6 +62,7 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         self._limited_claims: dict[tuple[str, str], Update] = {}
         self._limited: frozenset[str] = frozenset()
         self._limited_read_at: float | None = None
+        self._limited_refresh: asyncio.Task[None] | None = None
         self._deletes: dict[str, Delete] = {}
         self._next_due: dict[tuple[str, ...], Any] = {}
 
@@ -73,9 +75,7 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         """Delete the succeeded jobs `worker_id` still holds; return how many it held."""
         statement = self._deletes.get(worker_id)
         if statement is None:
-            statement = self._deletes[worker_id] = self.statements.delete_jobs(
-                worker_id=worker_id, job_ids=bindparam("job_ids", expanding=True)
-            )
+            statement = self._deletes[worker_id] = self.statements.delete_batch(worker_id=worker_id)
         async with self._autocommit.connect() as connection:
             result = await connection.execute(statement, {"job_ids": list(job_ids)})
         return result.rowcount
@@ -188,5 +188,9 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
             return True
 
     async def dispose(self) -> None:
-        """Close the engine's connections."""
+        """Close the engine's connections (after stopping a refresh of the limited queues)."""
+        refresh = self._limited_refresh
+        if refresh is not None:
+            refresh.cancel()
+            await asyncio.wait([refresh])
         await self.engine.dispose()

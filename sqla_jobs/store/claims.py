@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqla_jobs.admin import set_queue_limit
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values
+from sqla_jobs.store.retrying import DATABASE_ERRORS
 
 LIMITS_REFRESH_INTERVAL = timedelta(seconds=1)
 """How long a worker trusts its list of which queues have a cluster-wide limit."""
@@ -28,6 +30,7 @@ class ClaimStore:
     _limited_claims: dict[tuple[str, str], Update]
     _limited: frozenset[str]
     _limited_read_at: float | None
+    _limited_refresh: asyncio.Task[None] | None
 
     async def claim(
         self,
@@ -117,21 +120,39 @@ class ClaimStore:
         return statement
 
     async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
-        """Return which of `queues` have a cluster-wide limit, as read at most
+        """Return which of `queues` have a cluster-wide limit, as read at most about
         `LIMITS_REFRESH_INTERVAL` ago.
 
-        A stale answer is safe: the unlimited claim leaves out any queue that has a limit (a
-        new limit's queue is then not claimed until the next read), and a limited claim that
-        finds no limit row claims as the unlimited one does.
+        Only the first read (and one after the list was found wrong) delays a claim: later ones
+        run beside the claims, which use the list they have meanwhile (else one claim a second
+        waited for an extra round trip). A stale answer is safe: the unlimited claim leaves out
+        any queue that has a limit (a new limit's queue is then not claimed until the next
+        read), and a limited claim that finds no limit row claims as the unlimited one does.
         """
-        now = time.monotonic()
         read_at = self._limited_read_at
-        if read_at is None or now - read_at >= LIMITS_REFRESH_INTERVAL.total_seconds():
-            async with self._autocommit.connect() as connection:
-                rows = await connection.execute(self.statements.limited_queues(queues=queues))
-                self._limited = frozenset(rows.scalars())
-            self._limited_read_at = now
+        if read_at is None:
+            await self._read_limited_queues(queues)
+        elif (
+            time.monotonic() - read_at >= LIMITS_REFRESH_INTERVAL.total_seconds()
+            and self._limited_refresh is None
+        ):
+            self._limited_refresh = asyncio.create_task(self._refresh_limited_queues(queues))
         return self._limited
+
+    async def _read_limited_queues(self, queues: Sequence[str]) -> None:
+        read_at = time.monotonic()
+        async with self._autocommit.connect() as connection:
+            rows = await connection.execute(self.statements.limited_queues(queues=queues))
+            self._limited = frozenset(rows.scalars())
+        self._limited_read_at = read_at
+
+    async def _refresh_limited_queues(self, queues: Sequence[str]) -> None:
+        try:
+            await self._read_limited_queues(queues)
+        except DATABASE_ERRORS:
+            pass  # the list stays as it was; the next claim starts another read
+        finally:
+            self._limited_refresh = None
 
     async def set_queue_limits(self, limits: Mapping[str, int]) -> None:
         """Store each queue's cluster-wide limit of running jobs (replacing a previous one)."""
