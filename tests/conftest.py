@@ -15,6 +15,7 @@ Fixtures for test modules:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +46,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgresql: runs on the PostgreSQL test server")
     config.addinivalue_line("markers", "sqlite: runs on a SQLite file")
     config.addinivalue_line("markers", "wheel: builds the wheel and runs from it (a few seconds)")
+
+
+DOC_BLOCK_NODE = re.compile(r"^tests/test_docs\.py::test_doc_block\[(?P<file>[^:\]]+):\d+\]$")
+
+
+def xdist_scope(nodeid: str) -> str:
+    """Return the pytest-xdist work unit of a test: the Markdown file of a docs block, or the
+    test itself.
+
+    The blocks of one docs/*.md file share a process and a database, and each block first runs
+    the blocks before it: spread over several workers, a file's blocks would run twice or more.
+    """
+    match = DOC_BLOCK_NODE.match(nodeid)
+    return match["file"] if match else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup`` (pyproject), schedule as loadgroup does, and each docs file's
+    blocks as one group.
+
+    pytest-xdist groups by a ``@group`` suffix it writes to ``item._nodeid``, which pytest 9.2
+    no longer reads (nodes keep their id in ``_id``): ``xdist_group`` marks do not group there.
+    Grouping by node id here works with either.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class DocFileScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return xdist_scope(scope) if scope == nodeid else scope
+
+    return DocFileScheduling(config, log)
 
 
 def _render(url: URL) -> str:

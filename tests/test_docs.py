@@ -438,3 +438,14 @@ def test_a_command_with_a_flag_that_does_not_exist_fails(tmp_path: Path) -> None
     with pytest.raises(AssertionError, match="--threads"):
         check_static(unknown)
     check_static(known)
+
+
+def test_the_blocks_of_one_file_are_one_xdist_work_unit() -> None:
+    from tests.conftest import xdist_scope
+
+    blocks = [b for b in DOC_BLOCKS if b.path.name == "cli.md"]
+    assert len(blocks) > 1
+    ids = [f"tests/test_docs.py::test_doc_block[{b.id}]" for b in blocks]
+    assert {xdist_scope(nodeid) for nodeid in ids} == {"docs/cli.md"}
+    other = "tests/test_docs.py::test_an_unknown_info_string_fails[text]"
+    assert xdist_scope(other) == other

@@ -30,6 +30,9 @@ from tests.processes import WorkerProcess
 # ledger writes log in as another user (see the spawn_worker fixture).
 CLAIM_AND_COMPLETION = "query NOT LIKE 'LISTEN%'"
 LISTEN = "query LIKE 'LISTEN%' AND state = 'idle'"
+# A spawned worker process (imports, preflight, lease, LISTEN) took over 10 s to start under
+# `-n 3` on a loaded machine: a bound on waiting, not a promise under test.
+WORKER_START_TIMEOUT = 60.0
 
 
 async def count(engine: AsyncEngine, table: Table | type[Any], *where: ColumnElement[bool]) -> int:
@@ -130,7 +133,7 @@ async def test_killed_listen_connection_is_reconnected(
     async def listens() -> bool:
         return len(private_pg.backend_pids(listening)) == 1
 
-    await wait_until(listens)
+    await wait_until(listens, timeout=WORKER_START_TIMEOUT)  # the worker process starts
     [old] = private_pg.terminate_backends(listening)
 
     async def listens_again() -> bool:
