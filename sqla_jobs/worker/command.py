@@ -18,6 +18,7 @@ import click
 from loguru import logger
 
 from sqla_jobs import log
+from sqla_jobs.click_run import run_command as run_command
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.settings import Settings
 from sqla_jobs.supervisor import Supervisor
@@ -37,32 +38,6 @@ from sqla_jobs.worker.state import entered, load_factory
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
     """Parse worker flags and run; return the exit code (0 clean, 1 failed, 2 bad usage)."""
     return run_command(worker, argv, prog=prog)
-
-
-def run_command(command: click.Command, argv: Sequence[str] | None, *, prog: str | None) -> int:
-    """Run a click `command` on `argv`; return its exit code instead of exiting the process.
-
-    Usage errors print click's message and give 2; a `click.ClickException` prints its one
-    sentence and gives its code (1); ``--help`` gives 0.
-    """
-    try:
-        result = command.main(
-            args=list(argv) if argv is not None else None,
-            prog_name=prog,
-            standalone_mode=False,
-        )
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    return result if isinstance(result, int) else 0
 
 
 def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
