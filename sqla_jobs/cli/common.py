@@ -23,6 +23,7 @@ from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError, SqlaJobsError
 from sqla_jobs.settings import Settings
 from sqla_jobs.urls import checked_url, display_url
+from sqla_jobs.worker_arguments import WorkerArguments, settings_from, warn_if_default_database
 
 T = TypeVar("T")
 
@@ -50,10 +51,6 @@ class BadSettings(click.ClickException):
 
 def load_settings(database_url: str | None) -> Settings:
     """Return the settings with `database_url` overriding them, logging configured."""
-    # The worker's own reading of the settings; imported here so that loading a command does
-    # not load the worker package.
-    from sqla_jobs.worker.arguments import WorkerArguments, settings_from
-
     try:
         settings = settings_from(WorkerArguments(database_url=database_url))
     except ConfigurationError as exc:
@@ -69,8 +66,6 @@ def resolve_database(database_url: str | None) -> URL:
         url = checked_url(settings.database_url.get_secret_value())
     except ConfigurationError as exc:
         raise BadSettings(f"invalid settings: {exc}") from None
-    from sqla_jobs.worker.arguments import warn_if_default_database
-
     warn_if_default_database(url, database_url)
     return url
 

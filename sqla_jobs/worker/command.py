@@ -7,7 +7,6 @@ imported and the queues resolved before any process, engine or connection is mad
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 import threading
@@ -25,14 +24,15 @@ from sqla_jobs.supervisor import Supervisor
 from sqla_jobs.tasks import Task, is_concrete
 from sqla_jobs.urls import checked_url
 from sqla_jobs.worker import Worker
-from sqla_jobs.worker.arguments import FLAGS as FLAGS
-from sqla_jobs.worker.arguments import WorkerArguments as WorkerArguments
-from sqla_jobs.worker.arguments import child_arguments as child_arguments
-from sqla_jobs.worker.arguments import settings_from as settings_from
-from sqla_jobs.worker.arguments import warn_if_default_database
 from sqla_jobs.worker.preflight import StoppedWhileWaiting, check_database
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
+from sqla_jobs.worker_arguments import FLAGS as FLAGS
+from sqla_jobs.worker_arguments import WorkerArguments as WorkerArguments
+from sqla_jobs.worker_arguments import child_arguments as child_arguments
+from sqla_jobs.worker_arguments import import_modules as import_modules
+from sqla_jobs.worker_arguments import settings_from as settings_from
+from sqla_jobs.worker_arguments import warn_if_default_database
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
@@ -183,23 +183,6 @@ def served_tasks(settings: Settings) -> Mapping[str, type[Task]]:
             )
     serve_queues(settings.queue_names or None, tasks)
     return tasks
-
-
-def import_modules(modules: Sequence[str]) -> None:
-    """Import each module so its Task classes register; `ConfigurationError` if one fails."""
-    # `python -m` puts the working directory on sys.path; a console script does not.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in dict.fromkeys(modules):
-        if module.endswith(".py") or "/" in module:
-            dotted = module.removesuffix(".py").strip("/").replace("/", ".")
-            raise ConfigurationError(
-                f"--import takes a module name, not a file path: try --import {dotted}"
-            )
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module!r}: {exc}") from exc
 
 
 def _job_threads_alive() -> bool:
