@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from loguru import logger
 
 from .bulk import enqueue_bulk as enqueue_bulk
@@ -33,7 +35,13 @@ from .retry import exponential_backoff_with_jitter as exponential_backoff_with_j
 from .settings import Settings as Settings
 from .tasks import Task as Task
 from .unique import enqueue_unique as enqueue_unique
-from .worker import Worker as Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker as Worker
+
+# Imported on first use: the worker brings the store and Alembic, which an application that only
+# defines and enqueues tasks (and every `sqla-jobs` invocation) should not pay for.
+_LAZY = {"Worker": "sqla_jobs.worker"}
 
 __all__ = [
     "ConfigurationError",
@@ -63,6 +71,23 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sqla_jobs' has no attribute {name!r}")
+    import importlib
+
+    member = getattr(importlib.import_module(module), name)
+    # Cached: later lookups are ordinary attribute reads.
+    globals()[name] = member
+    return member
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 # A library stays silent until the application (or our CLI) enables it.
 logger.disable("sqla_jobs")

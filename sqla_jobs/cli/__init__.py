@@ -16,43 +16,59 @@ from collections.abc import Sequence
 
 import click
 
-from sqla_jobs.worker import command as worker_command
+from sqla_jobs.click_run import run_command
 
-from .dashboard import dashboard_command
-from .dead import purge_command, retry_command
-from .jobs import cancel_command, enqueue_command, list_command, show_command
-from .migrate import migrate_group
-from .periodic import periodic_group
-from .status import check_command, stats_command
+from .lazy import LazyCommand, LazyGroup
+
+# Each command's module is imported only when the command runs: the worker brings the store and
+# Alembic, the queue commands the admin API. The help lines are the commands' own (a test checks).
+COMMANDS = {
+    "worker": LazyCommand(
+        "sqla_jobs.worker.command:worker",
+        "Run a worker (or, with --processes, a supervisor of several).",
+    ),
+    "migrate": LazyCommand(
+        "sqla_jobs.cli.migrate:migrate_group", "Apply or inspect the schema migrations."
+    ),
+    "enqueue": LazyCommand(
+        "sqla_jobs.cli.jobs:enqueue_command", "Enqueue a job of a registered task."
+    ),
+    "list": LazyCommand("sqla_jobs.cli.jobs:list_command", "List jobs or dead letters."),
+    "show": LazyCommand("sqla_jobs.cli.jobs:show_command", "Show one job or dead letter in full."),
+    "cancel": LazyCommand("sqla_jobs.cli.jobs:cancel_command", "Cancel jobs."),
+    "stats": LazyCommand(
+        "sqla_jobs.cli.status:stats_command", "Show jobs per queue and state, and the workers."
+    ),
+    "check": LazyCommand(
+        "sqla_jobs.cli.status:check_command", "Check the database, the schema and the workers."
+    ),
+    "retry": LazyCommand(
+        "sqla_jobs.cli.dead:retry_command", "Move dead letters back into the queue."
+    ),
+    "purge": LazyCommand("sqla_jobs.cli.dead:purge_command", "Delete dead letters."),
+    "periodic": LazyCommand("sqla_jobs.cli.periodic:periodic_group", "Inspect periodic schedules."),
+    "dashboard": LazyCommand(
+        "sqla_jobs.cli.dashboard:dashboard_command", "Serve the web dashboard until interrupted."
+    ),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 def cli() -> None:
     """Run sqla_jobs workers, migrate their schema, and operate the queue."""
 
 
-for _command in (
-    worker_command.worker,
-    migrate_group,
-    enqueue_command,
-    list_command,
-    show_command,
-    stats_command,
-    retry_command,
-    cancel_command,
-    purge_command,
-    check_command,
-    periodic_group,
-    dashboard_command,
-):
-    cli.add_command(_command)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sqla-jobs <command>``; return the exit status."""
-    return worker_command.run_command(cli, argv, prog=None)
+    return run_command(cli, argv, prog=None)
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m sqla_jobs.worker`` (the `worker` command on its own)."""
+    from sqla_jobs.worker import command as worker_command
+
     return worker_command.main(argv)

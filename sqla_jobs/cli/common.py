@@ -23,7 +23,7 @@ from sqla_jobs.engine import create_engine
 from sqla_jobs.errors import ConfigurationError, SqlaJobsError
 from sqla_jobs.settings import Settings
 from sqla_jobs.urls import checked_url, display_url
-from sqla_jobs.worker.arguments import WorkerArguments, settings_from, warn_if_default_database
+from sqla_jobs.worker_arguments import WorkerArguments, settings_from, warn_if_default_database
 
 T = TypeVar("T")
 

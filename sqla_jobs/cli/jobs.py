@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqla_jobs import admin
 from sqla_jobs.admin import JobDetail, JobState, JobSummary
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.worker.command import import_modules
+from sqla_jobs.worker_arguments import import_modules
 
 from .common import (
     BadSettings,

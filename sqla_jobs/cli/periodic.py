@@ -8,7 +8,7 @@ import click
 
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.periodic_listing import format_schedules, registered_schedules
-from sqla_jobs.worker.command import import_modules
+from sqla_jobs.worker_arguments import import_modules
 
 from .common import BadSettings
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from starlette.applications import Starlette
 
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.worker.command import import_modules
+from sqla_jobs.worker_arguments import import_modules
 from sqla_jobs.worker_options import describe_errors
 
 from .app import create_app

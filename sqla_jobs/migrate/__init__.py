@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import io
 
-from alembic import command
-from alembic.util import CommandError
 from loguru import logger
 from sqlalchemy.engine import URL
 
@@ -76,6 +74,8 @@ def upgrade(url: str | URL | None = None, revision: str = "heads") -> None:
     Raises `MigrationError` (one sentence) when the database cannot be reached or migrated, and
     `ConfigurationError` for a URL that cannot be used.
     """
+    from alembic import command
+
     target = resolve_url(url)
     logger.info("migrating database", url=display_url(target), revision=revision)
     run_on(target, lambda connection: command.upgrade(connection_config(connection), revision))
@@ -88,6 +88,8 @@ def downgrade(url: str | URL | None = None, revision: str = "base") -> None:
     Synchronous, and not to be called inside a running event loop (see the module docstring).
     Raises like `upgrade`.
     """
+    from alembic import command
+
     target = resolve_url(url)
     logger.info("downgrading database", url=display_url(target), revision=revision)
     run_on(target, lambda connection: command.downgrade(connection_config(connection), revision))
@@ -116,6 +118,9 @@ def upgrade_sql(
 
     >>> print(migrate.upgrade_sql("postgresql://"))
     """
+    from alembic import command
+    from alembic.util import CommandError
+
     config = alembic_config(url)
     buffer = io.StringIO()
     config.output_buffer = buffer

@@ -13,10 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from alembic import command
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError, coerce_resource_to_filename
 from loguru import logger
 from sqlalchemy import Column, Constraint, Index, MetaData, Table, inspect
 from sqlalchemy.engine import Connection
@@ -35,6 +31,8 @@ from .history import (
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     from sqlalchemy.sql.schema import SchemaItem
 
 
@@ -93,6 +91,8 @@ def check_version_locations(script: ScriptDirectory) -> None:
 
         migrate.check_version_locations(context.script)
     """
+    from alembic.util import CommandError, coerce_resource_to_filename
+
     for revision in script.walk_revisions():
         if BRANCH_LABEL in revision.branch_labels:
             return
@@ -122,6 +122,8 @@ def create_schema(op: SupportsGetBind | Connection, *, version: str) -> None:
         def upgrade() -> None:
             migrate.create_schema(op, version="d1e2f3a4b5c6")
     """
+    from alembic import command
+
     connection = _bound_connection(op)
     heads = read_heads(connection)
     if version in applied_revisions(heads):
@@ -141,6 +143,8 @@ def drop_schema(op: SupportsGetBind | Connection, *, version: str = "base") -> N
         def downgrade() -> None:
             migrate.drop_schema(op)
     """
+    from alembic import command
+
     connection = _bound_connection(op)
     heads = read_heads(connection)
     if heads and (version == "base" or version in applied_revisions(heads) - set(heads)):
@@ -157,6 +161,8 @@ def refuse_existing_schema(context: MigrationContext) -> None:
     Called by the history's first revision: two histories that both think they own the tables
     would otherwise fail half-way with a duplicate table error.
     """
+    from alembic.util import CommandError
+
     if context.as_sql:
         return
     connection = context.connection
@@ -194,6 +200,8 @@ def _bound_connection(op: SupportsGetBind | Connection) -> Connection:
         return op
     connection = op.get_bind()
     if not isinstance(connection, Connection):
+        from alembic.util import CommandError
+
         raise CommandError(
             "migrate.create_schema() and drop_schema() need a database connection, so they "
             "cannot run in offline mode (alembic --sql)"

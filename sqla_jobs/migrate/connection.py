@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -30,6 +29,9 @@ def run_on(url: URL, work: Callable[[Connection], _T]) -> _T:
 
 
 async def _run_async(url: URL, work: Callable[[Connection], _T]) -> _T:
+    # Alembic is imported when a migration runs, not when sqla_jobs is.
+    from alembic.util import CommandError
+
     shown = display_url(url)
     try:
         engine = create_async_engine(url, poolclass=NullPool)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection
 
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.settings import DEFAULT_DATABASE_URL
 from sqla_jobs.urls import checked_url, to_async_url
+
+# Alembic (with mako and pygments) is imported by the functions that use it: an application
+# that imports sqla_jobs, and every `sqla-jobs` command but `migrate` and `check`, never needs it.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "sqla_jobs_alembic_version"
 """The table where sqla_jobs records its applied revisions (not the application's)."""
@@ -86,11 +90,13 @@ def alembic_config(url: str | URL | None = None) -> Config:
 
 def head_revisions() -> tuple[str, ...]:
     """Return the newest revision(s) of the shipped history."""
-    return tuple(ScriptDirectory.from_config(history_config()).get_heads())
+    return tuple(history_script().get_heads())
 
 
 def history_config() -> Config:
     """Return a `Config` for the shipped history, with no URL and no ini file."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.set_main_option("path_separator", "os")
@@ -99,6 +105,8 @@ def history_config() -> Config:
 
 def history_script() -> ScriptDirectory:
     """Return the shipped history's revisions."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(history_config())
 
 
@@ -118,6 +126,8 @@ def applied_revisions(heads: tuple[str, ...]) -> set[str]:
 
 def read_applied(connection: Connection) -> tuple[str, ...]:
     """Return the sqla_jobs heads recorded in either version table (ours first), or ()."""
+    from alembic.runtime.migration import MigrationContext
+
     heads = read_heads(connection)
     if heads:
         return heads
@@ -128,6 +138,8 @@ def read_applied(connection: Connection) -> tuple[str, ...]:
 
 def read_heads(connection: Connection) -> tuple[str, ...]:
     """Return the heads recorded in ``sqla_jobs_alembic_version`` (empty if none or no table)."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_heads()
 

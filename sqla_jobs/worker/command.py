@@ -7,7 +7,6 @@ imported and the queues resolved before any process, engine or connection is mad
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 import threading
@@ -18,51 +17,27 @@ import click
 from loguru import logger
 
 from sqla_jobs import log
+from sqla_jobs.click_run import run_command as run_command
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.settings import Settings
 from sqla_jobs.supervisor import Supervisor
 from sqla_jobs.tasks import Task, is_concrete
 from sqla_jobs.urls import checked_url
 from sqla_jobs.worker import Worker
-from sqla_jobs.worker.arguments import FLAGS as FLAGS
-from sqla_jobs.worker.arguments import WorkerArguments as WorkerArguments
-from sqla_jobs.worker.arguments import child_arguments as child_arguments
-from sqla_jobs.worker.arguments import settings_from as settings_from
-from sqla_jobs.worker.arguments import warn_if_default_database
 from sqla_jobs.worker.preflight import StoppedWhileWaiting, check_database
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
+from sqla_jobs.worker_arguments import FLAGS as FLAGS
+from sqla_jobs.worker_arguments import WorkerArguments as WorkerArguments
+from sqla_jobs.worker_arguments import child_arguments as child_arguments
+from sqla_jobs.worker_arguments import import_modules as import_modules
+from sqla_jobs.worker_arguments import settings_from as settings_from
+from sqla_jobs.worker_arguments import warn_if_default_database
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
     """Parse worker flags and run; return the exit code (0 clean, 1 failed, 2 bad usage)."""
     return run_command(worker, argv, prog=prog)
-
-
-def run_command(command: click.Command, argv: Sequence[str] | None, *, prog: str | None) -> int:
-    """Run a click `command` on `argv`; return its exit code instead of exiting the process.
-
-    Usage errors print click's message and give 2; a `click.ClickException` prints its one
-    sentence and gives its code (1); ``--help`` gives 0.
-    """
-    try:
-        result = command.main(
-            args=list(argv) if argv is not None else None,
-            prog_name=prog,
-            standalone_mode=False,
-        )
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    return result if isinstance(result, int) else 0
 
 
 def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
@@ -208,23 +183,6 @@ def served_tasks(settings: Settings) -> Mapping[str, type[Task]]:
             )
     serve_queues(settings.queue_names or None, tasks)
     return tasks
-
-
-def import_modules(modules: Sequence[str]) -> None:
-    """Import each module so its Task classes register; `ConfigurationError` if one fails."""
-    # `python -m` puts the working directory on sys.path; a console script does not.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in dict.fromkeys(modules):
-        if module.endswith(".py") or "/" in module:
-            dotted = module.removesuffix(".py").strip("/").replace("/", ".")
-            raise ConfigurationError(
-                f"--import takes a module name, not a file path: try --import {dotted}"
-            )
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module!r}: {exc}") from exc
 
 
 def _job_threads_alive() -> bool:

@@ -1,12 +1,17 @@
-"""The worker command's flags, and the settings they override (flags over ``SQLA_JOBS_*``).
+"""The worker command's flags, the settings they override (flags over ``SQLA_JOBS_*``), and the
+modules ``--import`` names.
 
 Shared by ``sqla-jobs worker`` and the operators' commands, which resolve the database the
-same way and warn alike when none was configured.
+same way and warn alike when none was configured. Outside the `sqla_jobs.worker` package, so that
+those commands start without loading the worker and the store.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +104,20 @@ def _dotenv_names_database() -> bool:
             return any(line.strip().startswith("SQLA_JOBS_DATABASE_URL") for line in dotenv)
     except OSError:
         return False
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import each module so its Task classes register; `ConfigurationError` if one fails."""
+    # `python -m` puts the working directory on sys.path; a console script does not.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in dict.fromkeys(modules):
+        if module.endswith(".py") or "/" in module:
+            dotted = module.removesuffix(".py").strip("/").replace("/", ".")
+            raise ConfigurationError(
+                f"--import takes a module name, not a file path: try --import {dotted}"
+            )
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import {module!r}: {exc}") from exc
