@@ -35,17 +35,9 @@ async def jobs_page(request: Request) -> Response:
     filters = read_filters(request.query_params)
     state = JobState(filters.state) if filters.state else None
     async with dashboard_of(request).session() as session:
-        total = await admin.count_jobs(
-            session, queue=filters.queue, name=filters.name, state=state, older_than=filters.age
-        )
+        total = await admin.count_jobs(session, state=state, **filters.chosen())
         rows = await admin.list_jobs(
-            session,
-            queue=filters.queue,
-            name=filters.name,
-            state=state,
-            older_than=filters.age,
-            limit=PAGE_SIZE,
-            offset=filters.offset,
+            session, state=state, limit=PAGE_SIZE, offset=filters.offset, **filters.chosen()
         )
     context = {
         "active": "jobs",
@@ -82,16 +74,9 @@ async def dead_letters_page(request: Request) -> Response:
     """List the dead letters that match the query's filters, with retry and delete."""
     filters = read_filters(request.query_params, states=())
     async with dashboard_of(request).session() as session:
-        total = await admin.count_dead_letters(
-            session, queue=filters.queue, name=filters.name, older_than=filters.age
-        )
+        total = await admin.count_dead_letters(session, **filters.chosen())
         rows = await admin.list_dead_letters(
-            session,
-            queue=filters.queue,
-            name=filters.name,
-            older_than=filters.age,
-            limit=PAGE_SIZE,
-            offset=filters.offset,
+            session, limit=PAGE_SIZE, offset=filters.offset, **filters.chosen()
         )
     context = {
         "active": "dead",
