@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from loguru import logger
@@ -32,6 +32,8 @@ from sqla_jobs.worker.arguments import warn_if_default_database
 from sqla_jobs.worker.preflight import StoppedWhileWaiting, check_database
 from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.state import entered, load_factory
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
@@ -71,18 +73,20 @@ def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
         return WorkerArguments(**context.params)
 
 
+def import_option(
+    help: str = "Import MODULE so its tasks register (repeatable).",
+) -> Callable[[_Command], _Command]:
+    """Return the repeatable ``--import MODULE`` option (its values: ``imports``), which
+    `import_modules` imports; `help` says what the command imports the modules for."""
+    return click.option("--import", "imports", multiple=True, metavar="MODULE", help=help)
+
+
 @click.command(
     "worker",
     help="Run a worker (or, with --processes, a supervisor of several).",
     context_settings={"max_content_width": 100},
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE so its tasks register (repeatable).",
-)
+@import_option()
 @click.option(
     "--queues",
     help="Comma-separated queues sharing --concurrency slots (mail,default), or each with slots "
