@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from loguru import logger
 
@@ -68,6 +68,35 @@ class JobStart:
     worker_id: str
     trace_context: str | None = None
     """The W3C ``traceparent`` stored at enqueue when tracing is on (see `sqla_jobs.tracing`)."""
+
+
+class _JobRow(Protocol):
+    """What `starting_now` reads of a job: a claimed job, or a lost one read for its rescue."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def error_count(self) -> int: ...
+    @property
+    def run_at(self) -> datetime: ...
+
+
+def starting_now(job: _JobRow, worker_id: str, *, trace_context: str | None = None) -> JobStart:
+    """Return `job` as a `JobStart`: its next attempt, started now by `worker_id`."""
+    return JobStart(
+        id=str(job.id),
+        name=job.name,
+        queue=job.queue,
+        attempt=job.error_count + 1,
+        run_at=job.run_at,
+        started_at=datetime.now(UTC),
+        worker_id=worker_id,
+        trace_context=trace_context,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +157,7 @@ class JobHooks:
 
     async def job_started(self, job: ClaimedJob, worker_id: str) -> None:
         """Call every `on_job_start` hook for `job`; one that raises is logged and skipped."""
-        start = JobStart(
-            id=str(job.id),
-            name=job.name,
-            queue=job.queue,
-            attempt=job.error_count + 1,
-            run_at=job.run_at,
-            started_at=datetime.now(UTC),
-            worker_id=worker_id,
-            trace_context=job.trace_context,
-        )
+        start = starting_now(job, worker_id, trace_context=job.trace_context)
         self._running[job.id] = start
         for hook in self.on_start:
             await _call(hook, start)

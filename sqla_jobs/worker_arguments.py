@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 from loguru import logger
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
@@ -23,6 +24,8 @@ from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.settings import Settings
 from sqla_jobs.urls import display_url
 from sqla_jobs.worker_options import describe_errors
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 FLAGS = (
     "queues",
@@ -121,3 +124,11 @@ def import_modules(modules: Sequence[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigurationError(f"cannot import {module!r}: {exc}") from exc
+
+
+def import_option(
+    help: str = "Import MODULE so its tasks register (repeatable).",
+) -> Callable[[_Command], _Command]:
+    """Return the repeatable ``--import MODULE`` option (its values: ``imports``), which
+    `import_modules` imports; `help` says what the command imports the modules for."""
+    return click.option("--import", "imports", multiple=True, metavar="MODULE", help=help)

@@ -58,17 +58,10 @@ async def retry_dead_letters(
 
     >>> retried = await retry_dead_letters(session, queue="mail", older_than=timedelta(hours=1))
     """
-    chosen = list(ids) if ids is not None else None
-    filters: dict[str, Any] = {
-        "queue": queue,
-        "name": name,
-        "failed_before": failed_before,
-        "failed_after": failed_after,
-        "older_than": older_than,
-    }
+    chosen = _dead_letter_choice(ids, queue, name, failed_before, failed_after, older_than)
 
     async def one_batch(size: int) -> int:
-        statements = redrive(chosen, batch_size=size, **filters)
+        statements = redrive(batch_size=size, **chosen)
         await session.execute(statements.insert)
         return _rowcount(await session.execute(statements.delete))
 
@@ -94,17 +87,10 @@ async def delete_dead_letters(
 
     >>> deleted = await delete_dead_letters(session, older_than=timedelta(days=7))
     """
-    chosen = list(ids) if ids is not None else None
-    filters: dict[str, Any] = {
-        "queue": queue,
-        "name": name,
-        "failed_before": failed_before,
-        "failed_after": failed_after,
-        "older_than": older_than,
-    }
+    chosen = _dead_letter_choice(ids, queue, name, failed_before, failed_after, older_than)
 
     async def one_batch(size: int) -> int:
-        return _rowcount(await session.execute(purge(chosen, batch_size=size, **filters)))
+        return _rowcount(await session.execute(purge(batch_size=size, **chosen)))
 
     return await _in_batches(session, one_batch, batch_size, limit, on_batch)
 
@@ -161,6 +147,26 @@ async def enqueue_by_name(
     job = enqueue(task, queue=queue, priority=priority, run_at=run_at, delay=delay, context=context)
     session.add(job)
     return job
+
+
+def _dead_letter_choice(
+    ids: Iterable[uuid.UUID] | None,
+    queue: str | None,
+    name: str | None,
+    failed_before: datetime | None,
+    failed_after: datetime | None,
+    older_than: timedelta | None,
+) -> dict[str, Any]:
+    """Return the arguments of `redrive()` and `purge()` that choose the dead letters."""
+    return {
+        # Listed once: every batch reads `ids` again, and an iterator would be spent by then.
+        "ids": list(ids) if ids is not None else None,
+        "queue": queue,
+        "name": name,
+        "failed_before": failed_before,
+        "failed_after": failed_after,
+        "older_than": older_than,
+    }
 
 
 async def _in_batches(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Delete, Integer, Update, delete, exists, literal, select, update
+from sqlalchemy import Delete, Integer, Select, Update, delete, exists, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqla_jobs.clock import db_now_plus
@@ -22,6 +22,8 @@ from sqla_jobs.options import MAX_QUEUE_LIMIT, check_queue
 
 DEFAULT_CANCEL_REASON = "cancelled by request"
 DEFAULT_REDRIVE_BATCH_SIZE = 1000
+
+_Batch = TypeVar("_Batch", bound=Select[*tuple[Any, ...]])
 
 
 def cancel(job_id: uuid.UUID, *, reason: str = DEFAULT_CANCEL_REASON) -> Update:
@@ -138,7 +140,7 @@ def redrive(
     key_is_taken = exists().where(
         Job.name == DeadLetterJob.name, Job.unique_key == DeadLetterJob.unique_key
     )
-    batch = (
+    batch = _oldest_first(
         select(
             DeadLetterJob.id,
             DeadLetterJob.name,
@@ -148,12 +150,8 @@ def redrive(
             DeadLetterJob.context,
             literal(0, Integer()),
             DeadLetterJob.unique_key,
-        )
-        .where(*chosen, ~key_is_taken)
-        .order_by(DeadLetterJob.failed_at, DeadLetterJob.id)
-        .limit(batch_size)
-        # Concurrent redrives pass over each other's dead letters instead of waiting for them.
-        .with_for_update(skip_locked=True)
+        ).where(*chosen, ~key_is_taken),
+        batch_size,
     )
     # Any conflict is skipped: a key taken since the select above, or a dead letter that a
     # concurrent redrive inserted already (same id).
@@ -191,14 +189,7 @@ def purge(
         failed_after=failed_after,
         older_than=older_than,
     )
-    batch = (
-        select(DeadLetterJob.id)
-        .where(*chosen)
-        .order_by(DeadLetterJob.failed_at, DeadLetterJob.id)
-        .limit(batch_size)
-        # Concurrent purges (and redrives) pass over each other's dead letters.
-        .with_for_update(skip_locked=True)
-    )
+    batch = _oldest_first(select(DeadLetterJob.id).where(*chosen), batch_size)
     return delete(DeadLetterJob).where(DeadLetterJob.id.in_(batch.scalar_subquery()))
 
 
@@ -226,6 +217,17 @@ def dead_letter_conditions(
     if older_than is not None:
         chosen.append(DeadLetterJob.failed_at < db_now_plus(-older_than.total_seconds()))
     return chosen
+
+
+def _oldest_first(query: _Batch, batch_size: int) -> _Batch:
+    """Return `query` (of dead letters) limited to its `batch_size` oldest failures."""
+    return (
+        query.order_by(DeadLetterJob.failed_at, DeadLetterJob.id)
+        .limit(batch_size)
+        # Concurrent redrives and purges pass over each other's dead letters instead of
+        # waiting for them.
+        .with_for_update(skip_locked=True)
+    )
 
 
 def _check_batch_size(batch_size: int) -> None:

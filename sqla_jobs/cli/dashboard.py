@@ -6,6 +6,7 @@ import click
 
 from sqla_jobs import admin
 from sqla_jobs.errors import ConfigurationError
+from sqla_jobs.worker_arguments import import_option
 
 from .common import (
     BadSettings,
@@ -20,13 +21,7 @@ from .common import (
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", type=int, default=8080, show_default=True, help="The port to listen on.")
 @database_url_option
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE so its periodic schedules are listed (repeatable).",
-)
+@import_option("Import MODULE so its periodic schedules are listed (repeatable).")
 @click.option(
     "--read-only",
     is_flag=True,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqla_jobs import admin
 from sqla_jobs.admin import JobDetail, JobState, JobSummary
 from sqla_jobs.errors import ConfigurationError
-from sqla_jobs.worker_arguments import import_modules
+from sqla_jobs.worker_arguments import import_modules, import_option
 
 from .common import (
     BadSettings,
@@ -122,13 +122,7 @@ def show_command(job_id: uuid.UUID, as_json: bool, database_url: str | None) -> 
 )
 @click.option("--delay", type=DURATION, help="Due this long after the insert, e.g. 10m.")
 @click.option("--context", default="", help="Free text stored with the job.")
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE so its tasks register (repeatable).",
-)
+@import_option()
 @database_url_option
 def enqueue_command(
     name: str,

@@ -8,7 +8,7 @@ import click
 
 from sqla_jobs.errors import ConfigurationError
 from sqla_jobs.periodic_listing import format_schedules, registered_schedules
-from sqla_jobs.worker_arguments import import_modules
+from sqla_jobs.worker_arguments import import_modules, import_option
 
 from .common import BadSettings
 
@@ -19,13 +19,7 @@ def periodic_group() -> None:
 
 
 @periodic_group.command("list")
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE so its schedules register (repeatable).",
-)
+@import_option("Import MODULE so its schedules register (repeatable).")
 @click.option(
     "--count",
     type=click.IntRange(1),

@@ -5,6 +5,7 @@ Each answers with a redirect (303) to the page it came from, carrying only count
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,25 +22,13 @@ from .state import dashboard_of, root_of
 
 async def retry_dead_letters(request: Request) -> Response:
     """Put the selected dead letters (or those matching the filters) back in the queue."""
-    form = await checked_form(request)
-    dashboard = dashboard_of(request)
-    async with dashboard.session() as session:
-        # Commits as it goes; a dead letter whose unique key is taken again stays where it is.
-        retried = await admin.retry_dead_letters(
-            session, **_selection(form, cap=dashboard.max_batch)
-        )
-    return _back(request, form, retried=retried)
+    # A dead letter whose unique key is taken again stays where it is.
+    return await _on_dead_letters(request, admin.retry_dead_letters, "retried")
 
 
 async def delete_dead_letters(request: Request) -> Response:
     """Delete the selected dead letters (or those matching the filters) for good."""
-    form = await checked_form(request)
-    dashboard = dashboard_of(request)
-    async with dashboard.session() as session:
-        deleted = await admin.delete_dead_letters(
-            session, **_selection(form, cap=dashboard.max_batch)
-        )
-    return _back(request, form, deleted=deleted)
+    return await _on_dead_letters(request, admin.delete_dead_letters, "deleted")
 
 
 async def cancel_job(request: Request) -> Response:
@@ -53,16 +42,23 @@ async def cancel_job(request: Request) -> Response:
     return RedirectResponse(f"{root_of(request)}/jobs/{job_id}?{query}", status_code=303)
 
 
+async def _on_dead_letters(
+    request: Request, operation: Callable[..., Awaitable[int]], done: str
+) -> Response:
+    """Run `operation` on the dead letters the form chooses; redirect back with its count."""
+    form = await checked_form(request)
+    dashboard = dashboard_of(request)
+    async with dashboard.session() as session:
+        # The operation commits batch by batch as it goes.
+        count = await operation(session, **_selection(form, cap=dashboard.max_batch))
+    return _back(request, form, **{done: count})
+
+
 def _selection(form: FormData, *, cap: int) -> dict[str, Any]:
     """Return the admin arguments choosing the dead letters a form names, at most `cap`."""
     if form.get("scope") == "matching":
         filters = read_filters(form, states=())
-        return {
-            "queue": filters.queue,
-            "name": filters.name,
-            "older_than": filters.age,
-            "limit": cap,
-        }
+        return {**filters.chosen(), "limit": cap}
     return {"ids": selected_ids(form, cap=cap), "limit": cap}
 
 

@@ -48,6 +48,13 @@ class Filters:
         """How many rows come before this page."""
         return (self.page - 1) * PAGE_SIZE
 
+    def chosen(self) -> dict[str, Any]:
+        """Return the admin arguments (queue, name, older_than) these filters choose rows by.
+
+        The state is left out: the dead-letter functions take none.
+        """
+        return {"queue": self.queue, "name": self.name, "older_than": self.age}
+
     def query(self, **changes: Any) -> str:
         """Return the query string of these filters with `changes`, e.g. ``page=2``."""
         fields = {

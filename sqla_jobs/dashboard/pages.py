@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -11,7 +12,7 @@ from starlette.responses import Response
 from sqla_jobs import admin
 from sqla_jobs.admin import JobState
 
-from .filters import AGES, JOB_STATES, PAGE_SIZE, read_filters
+from .filters import AGES, JOB_STATES, PAGE_SIZE, Filters, read_filters
 from .forms import parse_id
 from .overview import overview_context
 from .state import dashboard_of, render
@@ -35,28 +36,11 @@ async def jobs_page(request: Request) -> Response:
     filters = read_filters(request.query_params)
     state = JobState(filters.state) if filters.state else None
     async with dashboard_of(request).session() as session:
-        total = await admin.count_jobs(
-            session, queue=filters.queue, name=filters.name, state=state, older_than=filters.age
-        )
+        total = await admin.count_jobs(session, state=state, **filters.chosen())
         rows = await admin.list_jobs(
-            session,
-            queue=filters.queue,
-            name=filters.name,
-            state=state,
-            older_than=filters.age,
-            limit=PAGE_SIZE,
-            offset=filters.offset,
+            session, state=state, limit=PAGE_SIZE, offset=filters.offset, **filters.chosen()
         )
-    context = {
-        "active": "jobs",
-        "filters": filters,
-        "rows": rows,
-        "total": total,
-        "states": JOB_STATES,
-        "ages": AGES,
-        "notices": _notices(request),
-    }
-    return render(request, "jobs.html", context)
+    return _list_page(request, "jobs.html", filters, rows, total, active="jobs", states=JOB_STATES)
 
 
 async def job_page(request: Request) -> Response:
@@ -82,26 +66,11 @@ async def dead_letters_page(request: Request) -> Response:
     """List the dead letters that match the query's filters, with retry and delete."""
     filters = read_filters(request.query_params, states=())
     async with dashboard_of(request).session() as session:
-        total = await admin.count_dead_letters(
-            session, queue=filters.queue, name=filters.name, older_than=filters.age
-        )
+        total = await admin.count_dead_letters(session, **filters.chosen())
         rows = await admin.list_dead_letters(
-            session,
-            queue=filters.queue,
-            name=filters.name,
-            older_than=filters.age,
-            limit=PAGE_SIZE,
-            offset=filters.offset,
+            session, limit=PAGE_SIZE, offset=filters.offset, **filters.chosen()
         )
-    context = {
-        "active": "dead",
-        "filters": filters,
-        "rows": rows,
-        "total": total,
-        "ages": AGES,
-        "notices": _notices(request),
-    }
-    return render(request, "dead_letters.html", context)
+    return _list_page(request, "dead_letters.html", filters, rows, total, active="dead")
 
 
 async def workers_page(request: Request) -> Response:
@@ -109,6 +78,26 @@ async def workers_page(request: Request) -> Response:
     async with dashboard_of(request).session() as session:
         rows = await admin.workers(session)
     return render(request, "workers.html", {"active": "workers", "rows": rows})
+
+
+def _list_page(
+    request: Request,
+    template: str,
+    filters: Filters,
+    rows: list[admin.JobSummary],
+    total: int,
+    **more: Any,
+) -> Response:
+    """Render a filtered list: a page of `rows` of `total`, its filters and the notices."""
+    context = {
+        "filters": filters,
+        "rows": rows,
+        "total": total,
+        "ages": AGES,
+        "notices": _notices(request),
+        **more,
+    }
+    return render(request, template, context)
 
 
 def _notices(request: Request) -> list[str]:

@@ -31,8 +31,8 @@ from sqla_jobs.worker_arguments import FLAGS as FLAGS
 from sqla_jobs.worker_arguments import WorkerArguments as WorkerArguments
 from sqla_jobs.worker_arguments import child_arguments as child_arguments
 from sqla_jobs.worker_arguments import import_modules as import_modules
+from sqla_jobs.worker_arguments import import_option, warn_if_default_database
 from sqla_jobs.worker_arguments import settings_from as settings_from
-from sqla_jobs.worker_arguments import warn_if_default_database
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sqla_jobs.worker") -> int:
@@ -51,13 +51,7 @@ def parse_arguments(argv: Sequence[str]) -> WorkerArguments:
     help="Run a worker (or, with --processes, a supervisor of several).",
     context_settings={"max_content_width": 100},
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE so its tasks register (repeatable).",
-)
+@import_option()
 @click.option(
     "--queues",
     help="Comma-separated queues sharing --concurrency slots (mail,default), or each with slots "

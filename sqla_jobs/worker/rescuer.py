@@ -14,12 +14,12 @@ refuses does not hold back the others, and two rescuers never both rescue one jo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from loguru import logger
 
 from sqla_jobs.execution import lost_outcome
-from sqla_jobs.hooks import JobEnd, JobHooks, JobStart
+from sqla_jobs.hooks import JobEnd, JobHooks, starting_now
 from sqla_jobs.store import JobStore, LostJob
 from sqla_jobs.store.retrying import DATABASE_ERRORS, summarize_error
 from sqla_jobs.tasks import Task, registered_tasks
@@ -100,13 +100,5 @@ class Rescuer:
 
 
 def _rescued_event(job: LostJob, error: str) -> JobEnd:
-    start = JobStart(
-        id=str(job.id),
-        name=job.name,
-        queue=job.queue,
-        attempt=job.error_count + 1,
-        run_at=job.run_at,
-        started_at=datetime.now(UTC),
-        worker_id=job.locked_by,
-    )
+    start = starting_now(job, job.locked_by)
     return JobEnd(job=start, outcome="rescued", duration=None, error=error)
