@@ -105,11 +105,11 @@ class ClaimLoop:
             await asyncio.wait_for(self._wakeup.wait(), delay.total_seconds())
 
     async def _free_slots(self) -> int:
-        free = self._runner.free_slots
+        free = self._runner.claimable
         if 0 < free < max(1, self._runner.concurrency // 4):
             # Busy: let a few more jobs finish so one round trip claims several.
             await asyncio.sleep(CLAIM_COOLDOWN.total_seconds())
-            free = self._runner.free_slots
+            free = self._runner.claimable
         return free
 
     async def _claim(self, limit: int) -> int:
@@ -125,8 +125,10 @@ class ClaimLoop:
             for job in jobs:
                 self._runner.start(job, owner)
         logger.debug("claimed jobs", count=len(jobs), limit=limit)
-        if jobs:
-            # Let the new jobs start before this loop does anything else (latency).
+        if jobs and (len(jobs) < limit or not self._runner.claimable):
+            # Let the new jobs start before this loop does anything else (latency). After a
+            # full claim with room to claim ahead, the next claim is sent first instead: these
+            # jobs run while it is out.
             await asyncio.sleep(0)
         return len(jobs)
 

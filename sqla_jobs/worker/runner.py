@@ -8,53 +8,26 @@ under the lease that claimed the job; a job whose lease was lost is no longer it
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import Engine
 
 from sqla_jobs.context import ClaimedJob, JobContext
 from sqla_jobs.execution import Outcome, cancelled_outcome, execute
 from sqla_jobs.hooks import JobHooks
-from sqla_jobs.store import JobStore, create_job_sync_engine
+from sqla_jobs.store import JobStore
 from sqla_jobs.tasks import Task
 from sqla_jobs.transaction import TransactionBinding
+from sqla_jobs.worker.ahead import ClaimAhead
 from sqla_jobs.worker.recorder import OutcomeRecorder
+from sqla_jobs.worker.running import RunningJob
 from sqla_jobs.worker.tally import JobTally
-
-
-class RunningJob:
-    """A claimed job this worker runs, under the lease id (`owner`) that claimed it."""
-
-    # One per job run: slots keep it small and quick to make.
-    __slots__ = ("cancel_reason", "code_returned", "is_disowned", "job", "owner", "task", "thread")
-
-    def __init__(self, job: ClaimedJob, owner: str) -> None:
-        self.job = job
-        self.owner = owner
-        self.task: asyncio.Task[None] | None = None
-        self.thread: concurrent.futures.Future[Any] | None = None
-        self.cancel_reason: str | None = None
-        self.is_disowned = False
-        """The lease that claimed it was lost: another worker may run it now."""
-        self.code_returned = False
-        """Whether the job's code has returned (its thread included)."""
-
-    @property
-    def code_is_running(self) -> bool:
-        """Tell whether the job's own code may still be running (a task or a thread)."""
-        if self.thread is not None and not self.thread.done():
-            return True
-        return not self.code_returned
+from sqla_jobs.worker.threads import JobThreads
 
 
 class JobRunner:
@@ -90,17 +63,24 @@ class JobRunner:
         self._jobs: dict[uuid.UUID, RunningJob] = {}
         self._slots: set[asyncio.Task[None]] = set()
         self._runs: dict[asyncio.Task[None], RunningJob] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._sync_engine: Engine | None = None
-        self._sync_engine_lock = threading.Lock()
+        self._threads = JobThreads(store.engine.url, concurrency)
         self.forced = asyncio.Event()
         """Set by a forced shutdown: stop waiting for job threads that will not return."""
         self.jobs_processed, self.tally, self._hooks = 0, JobTally(), hooks
+        # Claiming ahead needs one pool of slots: per-queue slots are claimed for exactly.
+        self.ahead = ClaimAhead(concurrency if queue_concurrency is None else 0)
+        self._starting = True
 
     @property
     def free_slots(self) -> int:
         """The number of jobs that may start now."""
         return self.concurrency - len(self._slots)
+
+    @property
+    def claimable(self) -> int:
+        """The number of jobs to claim now: free slots not promised to waiting jobs, and the
+        room to claim ahead (see `ahead`)."""
+        return max(0, self.free_slots - len(self.ahead)) + self.ahead.room
 
     def free_slots_by_queue(self) -> dict[str, int] | None:
         """Return the free slots of each queue that has its own, or None: one shared pool."""
@@ -113,24 +93,35 @@ class JobRunner:
 
     @property
     def is_busy(self) -> bool:
-        """Tell whether any slot is taken."""
-        return bool(self._slots)
+        """Tell whether any slot is taken, or any job claimed ahead waits for one."""
+        return bool(self._slots) or bool(self.ahead)
 
     def open(self) -> None:
         """Make the thread pool of plain ``def run`` jobs."""
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqla_jobs")
+        self._starting = True
+        self._threads.open()
 
     def start(self, job: ClaimedJob, owner: str) -> None:
-        """Start running `job`, claimed under the lease id `owner`."""
+        """Start running `job`, claimed under the lease id `owner`, once a slot is free."""
+        if self.ahead or self.free_slots <= 0:
+            self.ahead.push(job, owner)
+        else:
+            self._launch(job, owner)
+
+    def stop_starting(self) -> None:
+        """Start no more jobs (shutdown); jobs claimed ahead stay locked until the shutdown
+        releases every lock of the worker's that no running job holds."""
+        self._starting = False
+        self.ahead.take_all()
+
+    def _launch(self, job: ClaimedJob, owner: str) -> None:
         if job.id in self._jobs:
             # A copy still runs here under a lost lease: never run two. The new claim is
             # released; the job is claimed again once this copy ends.
             logger.error(
                 "job still running here under a lost lease; claim released", job_id=str(job.id)
             )
-            asyncio.get_running_loop().create_task(
-                self._store.release_jobs(worker_id=owner, job_ids=[job.id])
-            )
+            self._release(owner, [job.id])
             return
         run = RunningJob(job, owner)
         self._jobs[job.id] = run
@@ -142,7 +133,15 @@ class JobRunner:
         task.add_done_callback(self._slot_freed)
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> None:
-        """Cancel job `job_id` on request, if it runs here and is not being cancelled already."""
+        """Cancel job `job_id` on request, if it runs here and is not being cancelled already.
+
+        A job claimed ahead is released unstarted: no worker claims a cancelled job, and the
+        maintenance moves it to the dead-letter table.
+        """
+        if (owner := self.ahead.remove(job_id)) is not None:
+            logger.warning("job cancelled before it started", job_id=str(job_id), reason=reason)
+            self._release(owner, [job_id])
+            return
         run = self._jobs.get(job_id)
         if run is None or run.task is None or run.cancel_reason is not None or run.code_returned:
             return
@@ -161,6 +160,9 @@ class JobRunner:
 
     def disown(self, owner: str) -> None:
         """Treat the jobs claimed under the lost lease `owner` as no longer this worker's."""
+        for waiting_owner, job_ids in self.ahead.take_all(owner).items():
+            # Unstarted: released at once (guarded by `owner`), unless someone rescued them.
+            self._release(waiting_owner, job_ids)
         for run in self._jobs.values():
             if run.owner == owner and not run.is_disowned:
                 run.is_disowned = True
@@ -170,8 +172,9 @@ class JobRunner:
                 )
 
     def held_ids(self, owner: str) -> set[uuid.UUID]:
-        """Return the ids of the jobs held under `owner` that are running or being recorded."""
-        return {job_id for job_id, run in self._jobs.items() if run.owner == owner}
+        """Return the ids of the jobs held under `owner`: running, being recorded, or waiting."""
+        held = {job_id for job_id, run in self._jobs.items() if run.owner == owner}
+        return held | self.ahead.ids(owner) if self.ahead else held
 
     def code_running_ids(self) -> list[uuid.UUID]:
         """Return the ids of the jobs whose code may still be running."""
@@ -188,12 +191,7 @@ class JobRunner:
 
     async def close(self) -> None:
         """Let go of the thread pool and the sync engine (threads still running are left be)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._sync_engine_lock:
-            engine, self._sync_engine = self._sync_engine, None
-        if engine is not None:
-            await asyncio.to_thread(engine.dispose)
+        await self._threads.close()
 
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self._slots.discard(task)
@@ -202,6 +200,8 @@ class JobRunner:
         if self._jobs.get(run.job.id) is run and not run.code_is_running:
             del self._jobs[run.job.id]
         self.jobs_processed += 1
+        if self._starting and (waiting := self.ahead.pop()) is not None:
+            self._launch(*waiting)
         self._on_slot_freed()
         if not task.cancelled() and (exc := task.exception()) is not None:
             # execute() turns job errors into outcomes, so this is a bug of ours: say so loudly.
@@ -218,7 +218,7 @@ class JobRunner:
                     self._store.delete_job_statement, worker_id=run.owner, job_id=job.id
                 ),
                 engine=self._store.engine,
-                sync_engine=self._sync_engine_for_jobs,
+                sync_engine=self._threads.sync_engine,
                 loop=asyncio.get_running_loop(),
             )
             ctx = JobContext.for_job(
@@ -257,6 +257,7 @@ class JobRunner:
             await self._finish(run, outcome, started)
 
     async def _finish(self, run: RunningJob, outcome: Outcome, started: float) -> None:
+        self.ahead.observe(time.monotonic() - started)
         name = self.tally.add(run.job, outcome, started, cancelled=run.cancel_reason is not None)
         if self._hooks is not None:
             await self._hooks.job_ended(run.job, name, started, outcome)
@@ -264,10 +265,14 @@ class JobRunner:
             return
         await self._recorder.record(run.owner, run.job.id, outcome)
 
+    def _release(self, owner: str, job_ids: list[uuid.UUID]) -> None:
+        # Fire and forget: a release that fails leaves a stray lock for the reconciliation.
+        asyncio.get_running_loop().create_task(
+            self._store.release_jobs(worker_id=owner, job_ids=job_ids)
+        )
+
     async def _run_in_thread(self, run: RunningJob, function: Callable[[], Any]) -> Any:
-        assert self._executor is not None, "open() the runner first"
-        # copy_context carries loguru's contextualize() values into the thread.
-        run.thread = self._executor.submit(contextvars.copy_context().run, function)
+        run.thread = self._threads.submit(function)
         return await asyncio.wrap_future(run.thread)
 
     async def _until_code_returns(self, run: RunningJob) -> None:
@@ -289,12 +294,3 @@ class JobRunner:
             forced.cancel()
             if not waiting.done():
                 waiting.cancel()
-
-    def _sync_engine_for_jobs(self) -> Engine:
-        # Called from the job threads, several at once.
-        with self._sync_engine_lock:
-            if self._sync_engine is None:
-                self._sync_engine = create_job_sync_engine(
-                    self._store.engine.url, concurrency=self.concurrency
-                )
-            return self._sync_engine

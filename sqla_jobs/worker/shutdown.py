@@ -56,6 +56,7 @@ class Shutdown:
     async def stop_jobs(self) -> None:
         """Let running jobs finish, cancel the rest, and wait for code that cannot be stopped."""
         runner = self._runner
+        runner.stop_starting()
         if runner.is_busy and not runner.forced.is_set():
             logger.info("waiting for running jobs", count=len(runner.code_running_ids()))
             await self._wait(self._shutdown_timeout)
