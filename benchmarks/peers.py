@@ -118,13 +118,20 @@ def _cell(value: float | None, unit: str = "") -> str:
 def format_comparison(figures: dict[str, float], results: Sequence[PeerResult]) -> str:
     """sqla_jobs, each peer and raw asyncpg side by side, as in the performance issue.
 
-    `figures` holds bench.py's own rows by key: ``drain`` (best concurrency), ``bulk``,
-    ``p50``/``p99`` (enqueue-to-start, ms), and ``raw <key>`` for the raw baseline of each.
+    `figures` holds bench.py's own rows by key: ``drain`` (best concurrency), ``bulk``
+    (`enqueue_bulk`) and ``bulk_many`` (`enqueue_many`), each beside the peers' one bulk
+    figure, ``p50``/``p99`` (enqueue-to-start, ms), and ``raw <key>`` for the raw baseline.
     """
     columns = ["sqla_jobs", *(r.name for r in results), "raw asyncpg"]
     lines = [
         ("drain, best setting (jobs/s)", "drain", lambda r: r.drain_jobs_per_s, " (batched)"),
-        ("bulk enqueue (jobs/s)", "bulk", lambda r: r.bulk_jobs_per_s, " (unnest)"),
+        ("bulk enqueue, enqueue_bulk (jobs/s)", "bulk", lambda r: r.bulk_jobs_per_s, " (unnest)"),
+        (
+            "bulk enqueue, enqueue_many (jobs/s)",
+            "bulk_many",
+            lambda r: r.bulk_jobs_per_s,
+            " (unnest)",
+        ),
         ("enqueue->start p50 (ms)", "p50", lambda r: r.latency_p50_ms, ""),
         ("enqueue->start p99 (ms)", "p99", lambda r: r.latency_p99_ms, ""),
     ]
@@ -181,6 +188,20 @@ def format_targets(figures: dict[str, float], results: Sequence[PeerResult]) -> 
         ),
         ("enqueue->start p50 <= 1.0 ms", figures.get("p50"), 1.0, False),
         ("enqueue->start p99 <= 2.0 ms", figures.get("p99"), 2.0, False),
+        # The issue set 1.0 / 2.0 ms when raw asyncpg measured 0.6 / 0.8 ms, and asks for ratios
+        # measured side by side: these stay fair on a machine whose commits are slower or faster.
+        (
+            "enqueue->start p50 <= 1.67x raw (1.0/0.6)",
+            ratio("p50", figures.get("raw p50")),
+            1.0 / 0.6,
+            False,
+        ),
+        (
+            "enqueue->start p99 <= 2.5x raw (2.0/0.8)",
+            ratio("p99", figures.get("raw p99")),
+            2.0 / 0.8,
+            False,
+        ),
         (
             "one-commit enqueue >= 0.95x plain ORM insert",
             ratio("orm", figures.get("raw orm")),
