@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Integer,
@@ -137,9 +138,9 @@ def best_claimable(
 
 
 def claim_candidates(
-    per_queue: Sequence[Select[uuid.UUID, int, datetime]], limit: int | ColumnElement[int]
-) -> Select[uuid.UUID]:
-    """Select the ids of the best `limit` among the per-queue selects' rows, best first.
+    per_queue: Sequence[Select[*tuple[Any, ...]]], limit: int | ColumnElement[int], key: str = "id"
+) -> Select[Any]:
+    """Select column `key` of the best `limit` among the per-queue selects' rows, best first.
 
     The sort it needs is of those rows only: at most each queue's limit.
     """
@@ -148,7 +149,7 @@ def claim_candidates(
     arms = [select(*arm.subquery().c) for arm in per_queue]
     candidates = union_all(*arms).subquery("candidates")
     return (
-        select(candidates.c.id)
+        select(candidates.c[key])
         .order_by(candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
         .limit(limit)
     )

@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from sqla_jobs.clock import db_now
 from sqla_jobs.models import Job
@@ -39,6 +39,8 @@ from .claim import (
 )
 from .portable import PortableStatements
 
+ctid: ColumnClause[Any] = column("ctid")
+"""A row version's physical address (PostgreSQL's system column; SQLAlchemy has no construct)."""
 CHANNEL = "sqla_jobs"
 """The NOTIFY channel of new jobs; each notification's payload is a queue name."""
 CANCEL_CHANNEL = "sqla_jobs_cancel"
@@ -135,22 +137,27 @@ class PostgreSQLStatements(PortableStatements):
                 arm.where(~has_queue_limit(queue))
                 for arm, queue in zip(per_queue, queues, strict=True)
             ]
+        # The locked rows are found again by their physical address (ctid), not their id:
+        # no primary-key probe per row (measured: a 100-job claim 10-20% quicker). The address
+        # is the version this statement locked, and no one else can update it meanwhile. Had
+        # that version been updated by a transaction newer than this statement's snapshot
+        # (a cancel, say), the UPDATE does not see it and leaves the job unclaimed, to be
+        # looked at again, rather than claiming a row it did not re-check.
         if len(per_queue) == 1:
             [arm] = per_queue
-            due = arm.with_only_columns(Job.id)
+            due = arm.with_only_columns(ctid)
         else:
-            due = claim_candidates(per_queue, overall)
+            due = claim_candidates([arm.add_columns(ctid) for arm in per_queue], overall, "ctid")
         # Materialised so the planner cannot re-run the LIMITed lock per outer row.
         chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
-        # `id = ANY(ARRAY(SELECT ...))`, not `id IN (SELECT ...)`: the planner joins an IN
-        # subquery by hashing it against a scan of the whole table whenever that looks cheaper
-        # than 100 primary-key probes, which it does below some 30 000 rows, dead ones not
-        # counted (measured: 2.7 ms instead of 1.5 ms a claim on 10 000 jobs, more while a
-        # drain leaves dead rows). An array is probed through the primary key at any size.
+        # `= ANY(ARRAY(SELECT ...))`, not `IN (SELECT ...)`: the planner joins an IN subquery
+        # by hashing it against a scan of the whole table whenever that looks cheaper than
+        # 100 probes, which it does below some 30 000 rows, dead ones not counted (measured:
+        # 2.7 ms instead of 1.5 ms a claim on 10 000 jobs). An array is probed at any size.
         return (
             update(Job)
             .where(
-                Job.id == any_(func.array(select(chosen.c.id).scalar_subquery())),
+                ctid == any_(func.array(select(chosen.c.ctid).scalar_subquery())),
                 commit_without_waiting_for_disk(),
             )
             .values(locked_by=worker_id, locked_at=db_now())
