@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import operator
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .errors import TransactionUsageError
 from .transaction import JobTransaction, TransactionBinding
+
+CLAIMED_NAMES = (
+    "id",
+    "name",
+    "payload",
+    "queue",
+    "priority",
+    "run_at",
+    "created_at",
+    "context",
+    "error_count",
+    "timeout_seconds",
+    "snooze_count",
+    "trace_context",
+)
+"""The columns a claim returns (`sqla_jobs.dialects.claim.CLAIMED_COLUMNS`), by name."""
 
 UNREADABLE_TIME = datetime.min.replace(tzinfo=UTC)
 """Stands for a stored time the worker could not read (the row's `problem` says which)."""
@@ -44,9 +61,35 @@ class ClaimedJob:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
         """Build a claimed job from a claim's result row, by column name."""
-        run_at, created_at = row["run_at"], row["created_at"]
-        priority, error_count = row["priority"], row["error_count"]
-        timeout, snooze_count = row["timeout_seconds"], row["snooze_count"]
+        return cls._from_values(tuple(row[name] for name in CLAIMED_NAMES))
+
+    @classmethod
+    def from_rows(cls, keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[ClaimedJob]:
+        """Build claimed jobs from a claim's result rows, whose columns `keys` names.
+
+        Columns are found by name once for all the rows: a mapping per row cost 3 µs a job.
+        """
+        names = list(keys)
+        values_of = operator.itemgetter(*(names.index(name) for name in CLAIMED_NAMES))
+        return [cls._from_values(values_of(row)) for row in rows]
+
+    @classmethod
+    def _from_values(cls, values: tuple[Any, ...]) -> ClaimedJob:
+        """Build a claimed job from the values of `CLAIMED_NAMES`, in that order."""
+        (
+            job_id,
+            name,
+            payload,
+            queue,
+            priority,
+            run_at,
+            created_at,
+            context,
+            error_count,
+            timeout,
+            snooze_count,
+            trace_context,
+        ) = values
         if (
             type(run_at) is datetime
             and type(created_at) is datetime
@@ -59,20 +102,20 @@ class ClaimedJob:
         ):
             # The common case (PostgreSQL hands typed values): nothing to convert or check.
             return cls(
-                row["id"],
-                row["name"],
-                row["payload"],
-                row["queue"],
+                job_id,
+                name,
+                payload,
+                queue,
                 priority,
                 run_at,
                 created_at,
-                row["context"] or "",
+                context or "",
                 error_count,
                 timeout,
                 snooze_count,
-                trace_context=row["trace_context"],
+                trace_context=trace_context,
             )
-        return cls._converted(row)
+        return cls._converted(dict(zip(CLAIMED_NAMES, values, strict=True)))
 
     @classmethod
     def _converted(cls, row: Mapping[str, Any]) -> ClaimedJob:

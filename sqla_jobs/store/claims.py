@@ -84,8 +84,8 @@ class ClaimStore:
             )
         async with self._autocommit.connect() as connection:
             result = await connection.execute(statement, claim_limit_values(queues, limit, free))
-            rows = result.mappings().all()
-        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+            keys, rows = list(result.keys()), result.all()
+        return ClaimedJob.from_rows(keys, rows)
 
     async def _claim_limited(self, worker_id: str, queue: str, limit: int) -> list[ClaimedJob]:
         # PostgreSQL only: SQLite's claim obeys the limits itself. READ COMMITTED explicitly:
@@ -105,8 +105,8 @@ class ClaimStore:
                     return []
                 claim = self._limited_claim(worker_id, queue)
             result = await connection.execute(claim, claim_limit_values([queue], limit))
-            rows = result.mappings().all()
-        return [ClaimedJob.from_row(row) for row in rows]  # type: ignore[arg-type]  # RowMapping is a Mapping
+            keys, rows = list(result.keys()), result.all()
+        return ClaimedJob.from_rows(keys, rows)
 
     def _limited_claim(self, worker_id: str, queue: str) -> Update:
         statement = self._limited_claims.get((worker_id, queue))
