@@ -71,7 +71,7 @@ def assemble(spec: WorkerSpec, *, stopping: asyncio.Event, wake: Callable[[], No
         interval=options.heartbeat_interval,
         timeout=options.heartbeat_timeout,
     )
-    recorder = OutcomeRecorder(store)
+    recorder = OutcomeRecorder(store, on_caught_up=wake)
     runner = JobRunner(
         store=store,
         recorder=recorder,

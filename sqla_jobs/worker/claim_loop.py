@@ -95,7 +95,8 @@ class ClaimLoop:
                 failures = 0
                 if claimed == free:
                     continue
-            if until_idle and claimed == 0 and not self._runner.is_busy:
+            # free == 0 with no job running: the recorder is behind, not the queue empty.
+            if until_idle and free > 0 and claimed == 0 and not self._runner.is_busy:
                 return
             await self.sleep(await self._idle_time(free, claimed))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import assert_never
 
@@ -30,6 +31,10 @@ from sqla_jobs.store.retrying import GaveUp, retry_database, summarize_error
 # A failed attempt is written this many times before the job is left to the lease's
 # reconciliation (which releases it, so it runs again).
 WRITE_ATTEMPTS = 6
+# With this many batches of succeeded jobs waiting for their delete, the worker claims no more
+# until the deletes catch up: a slow database (or a bad plan) would otherwise let it hold ever
+# more finished jobs, in memory and locked in the table, each delete slower than the last.
+BEHIND_BATCHES = 4
 
 
 class OutcomeRecorder:
@@ -41,8 +46,11 @@ class OutcomeRecorder:
         *,
         max_batch: int = 200,
         max_delay: timedelta = timedelta(milliseconds=5),
+        on_caught_up: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_caught_up = on_caught_up
+        self._was_behind = False
         self._max_batch = max_batch
         self._max_delay = max_delay.total_seconds()
         self._succeeded: list[tuple[str, uuid.UUID]] = []
@@ -53,6 +61,12 @@ class OutcomeRecorder:
     def pending_ids(self) -> set[uuid.UUID]:
         """Return the ids of jobs whose outcome is not written yet."""
         return {job_id for _, job_id in self._succeeded} | self._writing
+
+    @property
+    def is_behind(self) -> bool:
+        """Tell whether so many succeeded jobs wait for their delete that the worker should
+        claim no more until they are written (`on_caught_up` is called then)."""
+        return len(self._succeeded) >= self._max_batch * BEHIND_BATCHES
 
     @property
     def has_pending(self) -> bool:
@@ -133,9 +147,22 @@ class OutcomeRecorder:
             del self._succeeded[: len(batch)]
             if deleted != len(batch):
                 logger.warning("lock lost; completed jobs not deleted", count=len(batch) - deleted)
+            self._note_progress()
         self._has_succeeded.clear()
         self._batch_full.clear()
         return True
+
+    def _note_progress(self) -> None:
+        if self.is_behind and not self._was_behind:
+            self._was_behind = True
+            logger.warning(
+                "deleting finished jobs is falling behind; claiming paused until it catches up",
+                waiting=len(self._succeeded),
+            )
+        elif self._was_behind and not self.is_behind:
+            self._was_behind = False
+            logger.info("deletes caught up; claiming again", waiting=len(self._succeeded))
+            self._on_caught_up()
 
     async def _delete(self, batch: list[tuple[str, uuid.UUID]]) -> int:
         by_owner: dict[str, list[uuid.UUID]] = {}

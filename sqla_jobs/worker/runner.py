@@ -79,7 +79,9 @@ class JobRunner:
     @property
     def claimable(self) -> int:
         """The number of jobs to claim now: free slots not promised to waiting jobs, and the
-        room to claim ahead (see `ahead`)."""
+        room to claim ahead (see `ahead`); none while the recorder's deletes are behind."""
+        if self._recorder.is_behind:
+            return 0
         return max(0, self.free_slots - len(self.ahead)) + self.ahead.room
 
     def free_slots_by_queue(self) -> dict[str, int] | None:
