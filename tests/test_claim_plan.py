@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, cast, create_engine, insert, literal, text
+from sqlalchemy import Connection, Engine, create_engine, insert, literal, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -149,30 +149,21 @@ def scenario(request: pytest.FixtureRequest, million_engine: Engine) -> Scenario
     return Scenario(request.param, million_engine, queues)
 
 
-def explain(
-    connection: Connection,
-    statement: ClauseElement,
-    *,
-    generic: bool,
-    values: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def explain(connection: Connection, statement: ClauseElement, *, generic: bool) -> dict[str, Any]:
     """Run `statement` under EXPLAIN (ANALYZE, BUFFERS) and return its plan's top node.
 
     With `generic`, the plan is the one a prepared statement uses once PostgreSQL stops
-    planning for each execution's values (`values`: those of parameters the statement leaves
-    unset). The caller rolls the transaction back.
+    planning for each execution's values. The caller rolls the transaction back.
     """
     if generic:
         # Compiled for asyncpg, as the worker runs it: $1, $2, ... placeholders.
         compiled = statement.compile(dialect=ASYNCPG, compile_kwargs={"render_postcompile": True})
         assert isinstance(compiled, SQLCompiler)
-        params = compiled.construct_params(values)
-        values_sql = [
+        values = [
             str(
-                # Cast: an array literal would otherwise be text[].
-                cast(
-                    literal(params[name], compiled.binds[name].type), compiled.binds[name].type
-                ).compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+                literal(compiled.params[name], compiled.binds[name].type).compile(
+                    dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+                )
             )
             for name in compiled.positiontup or ()
         ]
@@ -180,7 +171,7 @@ def explain(
         name = f"plan_{uuid.uuid4().hex}"
         connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         connection.exec_driver_sql(f"PREPARE {name} AS {compiled}")
-        sql = f"EXECUTE {name}({', '.join(values_sql)})"
+        sql = f"EXECUTE {name}({', '.join(values)})"
     else:
         # EXPLAIN of a statement with its values: rendered inline (test-chosen constants).
         literal_binds = {"literal_binds": True}
@@ -488,90 +479,3 @@ def test_the_claim_reads_its_index_when_statistics_predate_the_due_jobs(
         connection.rollback()
     assert top["Actual Rows"] == LIMIT, describe(top)
     assert_reads_in_order(top, index=CLAIM_INDEX, scans=1, rows=LIMIT)
-
-
-HELD = 50_000
-"""Jobs one worker holds in the next tests, all claimed after the table was last analysed."""
-
-
-@pytest.fixture
-def worker_holding_many(pg_database: TestDatabase) -> Iterator[Engine]:
-    """A job table whose statistics say no job is held, while worker "w" holds 50 000.
-
-    The statistics of a table analysed before a big claim: a worker whose deletes fall behind,
-    or a fresh table, look like that.
-    """
-    engine = create_engine(pg_database.sync_url)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                INSERT_JOBS.format(
-                    queue="'default'",
-                    priority="0",
-                    error_count="0",
-                    last_error_message="NULL",
-                    last_failed_at="NULL",
-                    run_at="now()",
-                )
-            ),
-            {"backlog": HELD, "due": 0},
-        )
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql("VACUUM ANALYZE sqla_jobs_job")
-    with engine.begin() as connection:
-        connection.exec_driver_sql("UPDATE sqla_jobs_job SET locked_by = 'w', locked_at = now()")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _some_ids(count: int) -> list[uuid.UUID]:
-    # The ids INSERT_JOBS gives (n as a UUID), spread over the table.
-    return [uuid.UUID(int=n) for n in range(1, HELD, HELD // count)][:count]
-
-
-CUSTOM, GENERIC = (False,), (True,)
-WRITES_BY_ID: dict[str, tuple[ClauseElement, tuple[bool, ...]]] = {
-    # (statement, its plans to check: for its own values, generic, or both). The recorder's
-    # delete takes its ids as a parameter, so it has a generic plan only.
-    "recorder_delete": (PostgreSQLStatements().delete_batch(worker_id="w"), GENERIC),
-    "transaction_delete": (
-        PostgreSQLStatements().delete_jobs(worker_id="w", job_ids=_some_ids(1)),
-        CUSTOM,
-    ),
-    "release_jobs": (
-        PostgreSQLStatements().release_jobs(worker_id="w", job_ids=_some_ids(200)),
-        CUSTOM,
-    ),
-    "retry_job": (
-        PostgreSQLStatements().retry_job(
-            worker_id="w", job_id=_some_ids(1)[0], error="boom", delay=timedelta(seconds=2)
-        ),
-        CUSTOM + GENERIC,
-    ),
-    "dead_letter_job": (
-        PostgreSQLStatements().dead_letter_job(worker_id="w", job_id=_some_ids(1)[0], error="x")[1],
-        CUSTOM + GENERIC,
-    ),
-}
-
-
-@pytest.mark.parametrize(
-    ("name", "generic"),
-    [(name, generic) for name, (_, plans) in WRITES_BY_ID.items() for generic in plans],
-)
-def test_writes_to_a_workers_jobs_by_id_probe_the_primary_key(
-    worker_holding_many: Engine, name: str, generic: bool
-) -> None:
-    statement, _ = WRITES_BY_ID[name]
-    with worker_holding_many.connect() as connection:
-        top = explain(connection, statement, generic=generic, values={"job_ids": _some_ids(200)})
-        connection.rollback()
-    plan = describe(top)
-    reads = {n.get("Index Name") for n in nodes(top) if "Index Name" in n}
-    assert reads == {"pk_sqla_jobs_job"}, plan
-    assert all(n["Node Type"] != "Seq Scan" for n in nodes(top)), plan
-    # A probe per id (and the new versions' index entries), not a walk through the worker's
-    # 50 000 jobs: that read some 18 000 buffers for 200 ids.
-    assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] <= 6_000, plan

@@ -62,20 +62,6 @@ def waiting() -> tuple[ColumnElement[bool], ...]:
     return (Job.locked_by.is_(None), Job.cancel_reason.is_(None))
 
 
-def held_by(worker_id: str) -> ColumnElement[bool]:
-    """Return the guard "`worker_id` holds this job", for statements that name their jobs by id.
-
-    Written so that no index can serve it (``coalesce(locked_by, '') = :worker_id``): such a
-    statement then probes the primary key for its ids and checks the guard on each row. Written
-    plainly, the planner may read ix_sqla_jobs_job_locked_by instead, whenever its statistics
-    (a table never analysed, or analysed while few jobs ran) make a worker's jobs look like a
-    handful, and walk every job the worker holds for each id it deletes. Measured: a delete of
-    200 finished jobs took 420 ms with 383 000 held, against about 1 ms by primary key, and
-    the worker, its deletes falling behind, held ever more.
-    """
-    return func.coalesce(Job.locked_by, "") == worker_id
-
-
 def deferred() -> tuple[ColumnElement[bool], ...]:
     """Return the conditions of a waiting job that was scheduled or retried (`run_at` moved
     past `created_at`): the predicate of ix_sqla_jobs_job_deferred_run_at."""

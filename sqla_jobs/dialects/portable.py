@@ -33,7 +33,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqla_jobs.clock import db_now, db_now_plus
 from sqla_jobs.models import DeadLetterJob, Job, QueueLimit, WorkerRecord
 
-from .claim import deferred, held_by, running_count
+from .claim import deferred, running_count
 
 
 class PortableStatements:
@@ -43,7 +43,7 @@ class PortableStatements:
         self, *, worker_id: str, job_ids: Sequence[uuid.UUID] | BindParameter[Any]
     ) -> Delete:
         """Delete the jobs `worker_id` still holds among `job_ids` (they succeeded)."""
-        return delete(Job).where(Job.id.in_(job_ids), held_by(worker_id))
+        return delete(Job).where(Job.id.in_(job_ids), Job.locked_by == worker_id)
 
     def delete_batch(self, *, worker_id: str) -> Delete:
         """Delete the jobs `worker_id` still holds among the list of ids bound to ``job_ids``
@@ -56,7 +56,7 @@ class PortableStatements:
         """Record a failure and unlock the job, due again `delay` from now."""
         return (
             update(Job)
-            .where(Job.id == job_id, held_by(worker_id))
+            .where(Job.id == job_id, Job.locked_by == worker_id)
             .values(
                 locked_by=None,
                 locked_at=None,
@@ -71,7 +71,7 @@ class PortableStatements:
         """Unlock the job, due again `delay` from now, counting a snooze (not a failure)."""
         return (
             update(Job)
-            .where(Job.id == job_id, held_by(worker_id))
+            .where(Job.id == job_id, Job.locked_by == worker_id)
             .values(
                 locked_by=None,
                 locked_at=None,
@@ -87,7 +87,7 @@ class PortableStatements:
 
         Guarded by ``locked_by = worker_id``, or, with `worker_id` None, by the job being unlocked.
         """
-        owner = Job.locked_by.is_(None) if worker_id is None else held_by(worker_id)
+        owner = Job.locked_by.is_(None) if worker_id is None else Job.locked_by == worker_id
         held = (Job.id == job_id, owner)
         copy = insert(DeadLetterJob).from_select(
             [
@@ -139,7 +139,7 @@ class PortableStatements:
         """Unlock the jobs `worker_id` holds among `job_ids`."""
         return (
             update(Job)
-            .where(Job.id.in_(job_ids), held_by(worker_id))
+            .where(Job.locked_by == worker_id, Job.id.in_(job_ids))
             .values(locked_by=None, locked_at=None)
         )
 

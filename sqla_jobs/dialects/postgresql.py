@@ -36,7 +36,6 @@ from .claim import (
     claim_candidates,
     claim_limit_parameters,
     has_queue_limit,
-    held_by,
 )
 from .portable import PortableStatements
 
@@ -173,7 +172,7 @@ class PostgreSQLStatements(PortableStatements):
         own, prepared by asyncpg in an extra round trip and crowding its statement cache.
         """
         job_ids = bindparam("job_ids", type_=ARRAY(Uuid()))
-        return delete(Job).where(Job.id == any_(job_ids), held_by(worker_id))
+        return delete(Job).where(Job.id == any_(job_ids), Job.locked_by == worker_id)
 
     def stale_statistics(self) -> Select[bool]:
         """Select whether the job table has 10 times the rows the planner believes (and 10 000
