@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -27,6 +25,7 @@ from .dialects.insert_rows import InsertJobRows
 from .enqueue_options import Overrides as Overrides
 from .enqueue_options import Schedule as Schedule
 from .errors import EnqueueError
+from .ids import new_job_id, new_job_id_hexes
 from .models import Job
 from .payload import encode_payload as encode_payload
 from .tasks import Task, is_concrete
@@ -88,7 +87,7 @@ def enqueue(
         timeout=timeout,
     )
     schedule = Schedule.checked(run_at, delay)
-    job_id = uuid.uuid4()
+    job_id = new_job_id()
     row = job_row(task, overrides, job_id.hex)
     job = Job(
         id=job_id,
@@ -190,30 +189,13 @@ def job_row_chunks(
 
 
 def _rows(caller: str, tasks: Iterable[Task], overrides: Overrides) -> Iterator[JobRow]:
-    for index, (task, job_id) in enumerate(zip(tasks, _random_ids(), strict=False)):
+    for index, (task, job_id) in enumerate(zip(tasks, new_job_id_hexes(), strict=False)):
         try:
             if not isinstance(task, Task):
                 raise EnqueueError(f"{caller}() takes Tasks, not {type(task).__name__}")
             yield job_row(task, overrides, job_id)
         except EnqueueError as exc:
             raise type(exc)(f"tasks[{index}]: {exc}") from exc
-
-
-_UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_UUID4_BITS = (4 << 76) | (0x2 << 62)
-
-
-def _random_ids(batch: int = 1024) -> Iterator[str]:
-    """Yield random version 4 UUIDs as hex, reading the OS's randomness a batch at a time.
-
-    `uuid.uuid4()` makes one system call and one `UUID` object per id: a third of the Python
-    time of a bulk enqueue.
-    """
-    while True:
-        randomness = os.urandom(16 * batch)
-        for start in range(0, 16 * batch, 16):
-            value = int.from_bytes(randomness[start : start + 16])
-            yield f"{(value & _UUID4_MASK) | _UUID4_BITS:032x}"
 
 
 def job_row(task: Task, overrides: Overrides, job_id: str) -> JobRow:

@@ -34,6 +34,7 @@ from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from .clock import UTCDateTime, db_now
 from .ddl import AFTER_CREATE_JOB_TABLE, BEFORE_DROP_JOB_TABLE
+from .ids import new_job_id
 
 JSONObject = dict[str, Any]
 
@@ -72,7 +73,7 @@ class Job(Base):
     # `await session.refresh(job)`).
     __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012 - SQLAlchemy declares it
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_job_id)
     name: Mapped[str] = mapped_column(String(255))
     payload: Mapped[JSONObject]
     queue: Mapped[str] = mapped_column(String(255), server_default="default")
@@ -189,7 +190,7 @@ class DeadLetterJob(Base):
 
     __tablename__ = "sqla_jobs_dead_letter_job"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_job_id)
     original_job_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     name: Mapped[str] = mapped_column(String(255))
     payload: Mapped[JSONObject]

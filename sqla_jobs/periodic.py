@@ -15,7 +15,6 @@ tasks do; a worker runs the registered schedules of the tasks it serves, or thos
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from cronsim import CronSim, CronSimError
 
 from .enqueue import JobRow, Overrides, job_row
 from .errors import ConfigurationError, EnqueueError
+from .ids import new_job_id
 from .options import check_name
 from .tasks import Task, is_concrete
 
@@ -81,7 +81,7 @@ class Periodic:
             max_payload_bytes=None,
             timeout=None,
         )
-        return job_row(self.task, overrides, uuid.uuid4().hex)
+        return job_row(self.task, overrides, new_job_id().hex)
 
     def latest_at_or_before(self, instant: datetime) -> datetime | None:
         """Return this schedule's latest slot at or before `instant` (None: none in 50 years)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from .dialects.insert_rows import JOB_ROW_COLUMNS
 from .dialects.insert_unless_taken import InsertJobsUnlessTaken
 from .enqueue import Overrides, Schedule, job_row
 from .errors import EnqueueError
+from .ids import new_job_id
 from .models import Job
 from .tasks import Task
 
@@ -69,7 +69,7 @@ def enqueue_unique(
     )
     schedule = Schedule.checked(run_at, delay)
     period = _check_unique_for(unique_for)
-    job_id = uuid.uuid4()
+    job_id = new_job_id()
     row = job_row(task, overrides, job_id.hex)
     payload = json.loads(row.payload)
     unique_key: ColumnElement[str] = literal(

@@ -31,6 +31,7 @@ from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import BindParameter
 
 from sqla_jobs.clock import db_now, db_now_plus
+from sqla_jobs.ids import new_job_id
 from sqla_jobs.models import DeadLetterJob, Job, QueueLimit, WorkerRecord
 
 from .claim import deferred, running_count
@@ -104,7 +105,7 @@ class PortableStatements:
                 DeadLetterJob.unique_key,
             ],
             select(
-                literal(uuid.uuid4(), Uuid()),
+                literal(new_job_id(), Uuid()),
                 Job.id,
                 Job.name,
                 Job.payload,
