@@ -59,11 +59,6 @@ class ClaimedJob:
     """The W3C ``traceparent`` stored by `enqueue()` when tracing is on (`sqla_jobs.tracing`)."""
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
-        """Build a claimed job from a claim's result row, by column name."""
-        return cls._from_values(tuple(row[name] for name in CLAIMED_NAMES))
-
-    @classmethod
     def from_rows(cls, keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[ClaimedJob]:
         """Build claimed jobs from a claim's result rows, whose columns `keys` names.
 

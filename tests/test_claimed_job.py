@@ -38,7 +38,11 @@ def test_rows_in_any_column_order_read_as_the_mapping_does() -> None:
     keys = list(CLAIMED_NAMES)
     random.Random(7).shuffle(keys)
     jobs = ClaimedJob.from_rows(keys, [tuple(row[key] for key in keys) for row in rows])
-    assert jobs == [ClaimedJob.from_row(row) for row in rows]
+    in_order = [tuple(row[name] for name in CLAIMED_NAMES) for row in rows]
+    assert jobs == ClaimedJob.from_rows(CLAIMED_NAMES, in_order)
+    assert [job.id for job in jobs] == [row["id"] for row in rows]
+    assert jobs[0].payload_json == '{"to": "a@example.com"}'
+    assert (jobs[0].timeout_seconds, jobs[1].timeout_seconds) == (1.5, None)
     assert jobs[0].context == ""  # NULL context reads as empty
     assert (jobs[0].priority, jobs[0].error_count, jobs[0].snooze_count) == (5, 2, 1)
     assert jobs[0].problem is None

@@ -35,7 +35,7 @@ CLAIMED_COLUMNS = (
     cast(Job.payload, Text).label("payload"),
     Job.queue,
     Job.priority,
-    # Read as stored (SQLite: text), parsed per row by ClaimedJob.from_row for the same reason.
+    # Read as stored (SQLite: text), parsed per row by ClaimedJob.from_rows for the same reason.
     type_coerce(Job.run_at, String).label("run_at"),
     type_coerce(Job.created_at, String).label("created_at"),
     Job.context,
@@ -44,7 +44,7 @@ CLAIMED_COLUMNS = (
     Job.snooze_count,
     Job.trace_context,
 )
-"""What a claim returns, by column name: `ClaimedJob.from_row` reads it."""
+"""What a claim returns, by column name: `ClaimedJob.from_rows` reads it."""
 
 
 CLAIM_ORDER = (Job.priority.desc(), Job.run_at, Job.id)
