@@ -37,6 +37,9 @@ WRITE_ATTEMPTS = 6
 # drain of no-op jobs at 25 000 a second peaks at 1 200 waiting (measured), so 2 000 leaves a
 # healthy worker alone: at 800, it paused 300 times per 30 000 jobs and lost a sixth of its rate.
 BEHIND_BATCHES = 10
+# A delete takes every waiting success up to this many (one array parameter, one prepared
+# statement for any size): a recorder that fell behind catches up in fewer round trips.
+MOST_PER_DELETE = 1_000
 
 
 class OutcomeRecorder:
@@ -136,7 +139,7 @@ class OutcomeRecorder:
         `stopping` is set (the shutdown then flushes once more, with bounded attempts).
         """
         while self._succeeded:
-            batch = self._succeeded[: self._max_batch]
+            batch = self._succeeded[:MOST_PER_DELETE]
             try:
                 deleted = await retry_database(
                     lambda batch=batch: self._delete(batch),  # type: ignore[misc]
