@@ -713,38 +713,6 @@ async def test_a_lease_reconnects_after_its_backend_was_terminated(
         await engine.dispose()
 
 
-async def test_the_claim_loops_held_connection_is_replaced_after_its_backend_died(
-    shared_postgresql_database: TestDatabase,
-) -> None:
-    empty(shared_postgresql_database)
-    url = shared_postgresql_database.url
-    watcher = create_async_engine(url, poolclass=NullPool)
-    engine = create_async_engine(url)
-    store = JobStore(engine)
-    try:
-        before = await other_backends(watcher)
-        async with store.holding_claim_connection():
-            assert await store.claim(worker_id="w", queues=["default"], limit=5) == []
-            [backend] = await other_backends(watcher) - before
-            # Kept between claims, not taken from the pool for each.
-            assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # a QueuePool
-            await store.claim(worker_id="w", queues=["default"], limit=5)
-            assert await other_backends(watcher) - before == {backend}
-            async with watcher.connect() as connection:
-                assert await connection.scalar(select(func.pg_terminate_backend(backend, 5000)))
-
-            with pytest.raises(DATABASE_ERRORS):
-                await store.claim(worker_id="w", queues=["default"], limit=5)
-            assert await store.claim(worker_id="w", queues=["default"], limit=5) == []
-            [new_backend] = await other_backends(watcher) - before
-            assert new_backend != backend
-        # Back in the pool at the end of the block, not left checked out.
-        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # a QueuePool
-    finally:
-        await engine.dispose()
-        await watcher.dispose()
-
-
 def database_error() -> OperationalError:
     return OperationalError("SELECT 1", {}, ConnectionRefusedError("the database is down"))
 

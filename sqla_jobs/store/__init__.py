@@ -63,7 +63,6 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         self._limited: frozenset[str] = frozenset()
         self._limited_read_at: float | None = None
         self._limited_refresh: asyncio.Task[None] | None = None
-        self._claim_connection = None
         self._deletes: dict[str, Delete] = {}
         self._next_due: dict[tuple[str, ...], Any] = {}
 

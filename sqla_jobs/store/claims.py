@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy import Update
@@ -14,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqla_jobs.admin import set_queue_limit
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values
-from sqla_jobs.store.held import HeldConnection
 from sqla_jobs.store.retrying import DATABASE_ERRORS
 
 LIMITS_REFRESH_INTERVAL = timedelta(seconds=1)
@@ -33,7 +31,6 @@ class ClaimStore:
     _limited: frozenset[str]
     _limited_read_at: float | None
     _limited_refresh: asyncio.Task[None] | None
-    _claim_connection: HeldConnection | None
 
     async def claim(
         self,
@@ -85,28 +82,10 @@ class ClaimStore:
             statement = self._claims[key] = self.statements.claim_jobs(
                 worker_id=worker_id, queues=queues, limit=limit, limits=free
             )
-        parameters = claim_limit_values(queues, limit, free)
-        if self._claim_connection is not None:
-            keys, rows = await self._claim_connection.fetch(statement, parameters)
-        else:
-            async with self._autocommit.connect() as connection:
-                result = await connection.execute(statement, parameters)
-                keys, rows = list(result.keys()), list(result.all())
+        async with self._autocommit.connect() as connection:
+            result = await connection.execute(statement, claim_limit_values(queues, limit, free))
+            keys, rows = list(result.keys()), result.all()
         return ClaimedJob.from_rows(keys, rows)
-
-    @contextlib.asynccontextmanager
-    async def holding_claim_connection(self) -> AsyncIterator[None]:
-        """Claim on one connection kept open for the block, not one from the pool per claim.
-
-        For the claim loop, which makes one claim at a time; the connection goes back to the
-        pool at the end of the block.
-        """
-        held = self._claim_connection = HeldConnection(self._autocommit)
-        try:
-            yield
-        finally:
-            self._claim_connection = None
-            await held.release()
 
     async def _claim_limited(self, worker_id: str, queue: str, limit: int) -> list[ClaimedJob]:
         # PostgreSQL only: SQLite's claim obeys the limits itself. READ COMMITTED explicitly:

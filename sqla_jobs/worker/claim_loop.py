@@ -77,10 +77,6 @@ class ClaimLoop:
         """
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        async with self._store.holding_claim_connection():
-            await self._claim_until(until_idle=until_idle)
-
-    async def _claim_until(self, *, until_idle: bool) -> None:
         failures = 0
         while not self._stopping.is_set():
             self._wakeup.clear()
