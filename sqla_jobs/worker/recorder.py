@@ -56,6 +56,7 @@ class OutcomeRecorder:
         self._store = store
         self._on_caught_up = on_caught_up
         self._behind = False
+        self._behind_at = max_batch * BEHIND_BATCHES
         self._max_batch = max_batch
         self._max_delay = max_delay.total_seconds()
         self._succeeded: list[tuple[str, uuid.UUID]] = []
@@ -89,7 +90,7 @@ class OutcomeRecorder:
                 self._has_succeeded.set()
                 if len(self._succeeded) >= self._max_batch:
                     self._batch_full.set()
-                    if len(self._succeeded) >= self._max_batch * BEHIND_BATCHES:
+                    if len(self._succeeded) >= self._behind_at:
                         self._fall_behind()
             case DoneInTransaction(error=error):
                 # Its row was deleted with its writes: nothing to write, nothing to retry.
@@ -154,7 +155,7 @@ class OutcomeRecorder:
             del self._succeeded[: len(batch)]
             if deleted != len(batch):
                 logger.warning("lock lost; completed jobs not deleted", count=len(batch) - deleted)
-            if self._behind and len(self._succeeded) < self._max_batch * BEHIND_BATCHES:
+            if self._behind and len(self._succeeded) < self._behind_at:
                 self._behind = False
                 logger.info("deletes caught up; claiming again", waiting=len(self._succeeded))
                 self._on_caught_up()
