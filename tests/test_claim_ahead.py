@@ -5,8 +5,9 @@ lost, run twice, or kept past a shutdown, a cancel request or a lost lease."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -37,6 +38,18 @@ async def _clear() -> None:
     global gate
     started.clear()
     gate = asyncio.Event()  # made on this test's event loop
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    """Run `worker` for the block; at its end, open the gate and stop the worker."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        gate.set()
+        worker.stop()
+        await asyncio.wait_for(task, timeout=15)
 
 
 def make_worker(database: TestDatabase, *, concurrency: int, recent_run: float) -> Worker:
@@ -89,8 +102,7 @@ async def test_short_runs_claim_ahead_and_the_waiting_jobs_start_in_claim_order(
     database: TestDatabase, engine: AsyncEngine, four_gated: list[uuid.UUID]
 ) -> None:
     worker = make_worker(database, concurrency=2, recent_run=0.0)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await wait_until(condition(lambda: started == [0, 1]))
         await wait_until(lambda: _count_is(locked(engine), 4))
         assert len(worker.runner.ahead) == 2
@@ -99,9 +111,6 @@ async def test_short_runs_claim_ahead_and_the_waiting_jobs_start_in_claim_order(
         assert len(await locked(engine)) == 4
         gate.set()
         await wait_until(lambda: _count_is(jobs_left(engine), 0))
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
     assert started == [0, 1, 2, 3]
     assert worker.maintenance.released_strays == 0
 
@@ -110,16 +119,11 @@ async def test_long_runs_claim_for_free_slots_only(
     database: TestDatabase, engine: AsyncEngine, four_gated: list[uuid.UUID]
 ) -> None:
     worker = make_worker(database, concurrency=2, recent_run=SHORT_RUN * 2)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await wait_until(condition(lambda: started == [0, 1]))
         await asyncio.sleep(0.3)  # several poll intervals: a claim ahead would have happened
         assert len(await locked(engine)) == 2
         assert len(worker.runner.ahead) == 0
-    finally:
-        gate.set()
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
 
 
 async def test_a_shutdown_releases_waiting_jobs_unstarted_and_another_worker_runs_them(
@@ -148,8 +152,7 @@ async def test_a_cancelled_waiting_job_is_released_unstarted_and_dead_lettered(
     database: TestDatabase, engine: AsyncEngine, four_gated: list[uuid.UUID]
 ) -> None:
     worker = make_worker(database, concurrency=2, recent_run=0.0)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await wait_until(lambda: _count_is(locked(engine), 4))
         async with AsyncSession(engine) as session:
             await session.execute(cancel(four_gated[3], reason="not wanted"))
@@ -158,10 +161,6 @@ async def test_a_cancelled_waiting_job_is_released_unstarted_and_dead_lettered(
         await wait_until(lambda: _has_dead_letter(engine), timeout=15)
         gate.set()
         await wait_until(lambda: _count_is(jobs_left(engine), 0))
-    finally:
-        gate.set()
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
     assert sorted(started) == [0, 1, 2]
     async with AsyncSession(engine) as session:
         [dead] = (await session.scalars(select(DeadLetterJob))).all()
@@ -173,8 +172,7 @@ async def test_waiting_jobs_of_a_lost_lease_do_not_run_under_it(
     database: TestDatabase, engine: AsyncEngine, four_gated: list[uuid.UUID]
 ) -> None:
     worker = make_worker(database, concurrency=2, recent_run=0.0)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await wait_until(lambda: _count_is(locked(engine), 4))
         old = worker.lease.holder
         async with engine.begin() as connection:  # declared dead by another worker
@@ -184,10 +182,6 @@ async def test_waiting_jobs_of_a_lost_lease_do_not_run_under_it(
         assert worker.runner.held_ids(old) == {four_gated[0], four_gated[1]}  # running only
         gate.set()
         await wait_until(lambda: _count_is(jobs_left(engine), 0), timeout=15)
-    finally:
-        gate.set()
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
     # Jobs 0 and 1 ran under the old lease and again under the new one (at least once); the
     # waiting ones ran once, under the new lease only.
     assert started.count(2) == 1
