@@ -191,7 +191,7 @@ async def test_waiting_jobs_of_a_lost_lease_do_not_run_under_it(
 def test_a_worker_with_slots_per_queue_never_claims_ahead(database: TestDatabase) -> None:
     worker = Worker(database.url, tasks=[Gated], queues={"a": 2, "b": 1}, handle_signals=False)
     worker.runner.ahead.observe(0.0)
-    assert worker.runner.ahead.room == 0
+    assert worker.runner.ahead.extra == 0
 
 
 def _job(n: int) -> ClaimedJob:
@@ -199,19 +199,17 @@ def _job(n: int) -> ClaimedJob:
     return ClaimedJob(uuid.uuid4(), "t", "{}", "default", 0, moment, moment, "", n)
 
 
-def test_no_room_before_a_run_is_seen_nor_once_runs_are_long() -> None:
+def test_no_extra_before_a_run_is_seen_nor_once_runs_are_long() -> None:
     ahead = ClaimAhead(limit=3)
-    assert ahead.room == 0  # a new worker knows nothing of its jobs yet
+    assert ahead.extra == 0  # a new worker knows nothing of its jobs yet
     ahead.observe(0.001)
-    assert ahead.room == 3
-    ahead.push(_job(0), "w")
-    assert ahead.room == 2
+    assert ahead.extra == 3
     for _ in range(40):
         ahead.observe(1.0)
-    assert ahead.room == 0
+    assert ahead.extra == 0
     for _ in range(60):
         ahead.observe(0.0)
-    assert ahead.room == 2
+    assert ahead.extra == 3
 
 
 def test_waiting_jobs_leave_in_claim_order_and_by_owner() -> None:

@@ -40,11 +40,10 @@ class ClaimAhead:
         return len(self._waiting)
 
     @property
-    def room(self) -> int:
-        """How many more jobs may be claimed ahead now."""
-        if self._average_run >= SHORT_RUN:
-            return 0
-        return max(0, self.limit - len(self._waiting))
+    def extra(self) -> int:
+        """How many jobs may wait here beyond the free slots now: `limit` while runs are
+        short, else none."""
+        return 0 if self._average_run >= SHORT_RUN else self.limit
 
     def observe(self, seconds: float) -> None:
         """Count a run that took `seconds` in the recent average."""
@@ -54,7 +53,7 @@ class ClaimAhead:
             self._average_run += LATEST_WEIGHT * (seconds - self._average_run)
 
     def push(self, job: ClaimedJob, owner: str) -> None:
-        """Keep `job`, claimed under `owner`, until a slot is free."""
+        """Keep `job`, claimed under `owner`, until a slot's task starts it."""
         self._waiting.append((job, owner))
 
     def pop(self) -> tuple[ClaimedJob, str] | None:

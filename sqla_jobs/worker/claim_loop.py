@@ -84,21 +84,24 @@ class ClaimLoop:
                 await self._wait_for_lease()
                 continue
             free = await self._free_slots()
+            # At most `concurrency` a claim: while the jobs claimed ahead run, the next claim is
+            # already out (the loop awaits its reply), so the database and the jobs overlap.
+            wanted = min(free, self._runner.concurrency)
             claimed = 0
-            if free > 0:
+            if wanted > 0:
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(wanted)
                 except DATABASE_ERRORS as exc:
                     failures += 1
                     await self._back_off(exc, failures)
                     continue
                 failures = 0
-                if claimed == free:
+                if claimed == wanted:
                     continue
             # free == 0 with no job running: the recorder is behind, not the queue empty.
-            if until_idle and free > 0 and claimed == 0 and not self._runner.is_busy:
+            if until_idle and wanted > 0 and claimed == 0 and not self._runner.is_busy:
                 return
-            await self.sleep(await self._idle_time(free, claimed))
+            await self.sleep(await self._idle_time(wanted, claimed))
 
     async def sleep(self, delay: timedelta) -> None:
         """Sleep up to `delay`, waking early when a job finishes, arrives, or the worker stops."""

@@ -8,6 +8,7 @@ under the lease that claimed the job; a job whose lease was lost is no longer it
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections import Counter
@@ -61,8 +62,12 @@ class JobRunner:
         self._default_max_retries = default_max_retries
         self._on_slot_freed = on_slot_freed
         self._jobs: dict[uuid.UUID, RunningJob] = {}
+        self._running = 0
+        """Jobs started and not ended: the slots taken."""
         self._slots: set[asyncio.Task[None]] = set()
-        self._runs: dict[asyncio.Task[None], RunningJob] = {}
+        """The tasks that run jobs (see `_serve_slots`)."""
+        self._spare: asyncio.Task[None] | None = None
+        """A task made to start the next waiting job, if it has not started one yet."""
         self._threads = JobThreads(store.engine.url, concurrency)
         self.forced = asyncio.Event()
         """Set by a forced shutdown: stop waiting for job threads that will not return."""
@@ -74,15 +79,16 @@ class JobRunner:
     @property
     def free_slots(self) -> int:
         """The number of jobs that may start now."""
-        return self.concurrency - len(self._slots)
+        return self.concurrency - self._running
 
     @property
     def claimable(self) -> int:
-        """The number of jobs to claim now: free slots not promised to waiting jobs, and the
-        room to claim ahead (see `ahead`); none while the recorder's deletes are behind."""
+        """The number of jobs to claim now: free slots and the room to claim ahead (see
+        `ahead`), less the jobs claimed and not started yet; none while the recorder's deletes
+        are behind."""
         if self._recorder.is_behind:
             return 0
-        return max(0, self.free_slots - len(self.ahead)) + self.ahead.room
+        return max(0, self.free_slots + self.ahead.extra - len(self.ahead))
 
     def free_slots_by_queue(self) -> dict[str, int] | None:
         """Return the free slots of each queue that has its own, or None: one shared pool."""
@@ -96,7 +102,7 @@ class JobRunner:
     @property
     def is_busy(self) -> bool:
         """Tell whether any slot is taken, or any job claimed ahead waits for one."""
-        return bool(self._slots) or bool(self.ahead)
+        return bool(self._running) or bool(self.ahead)
 
     def open(self) -> None:
         """Make the thread pool of plain ``def run`` jobs."""
@@ -105,10 +111,8 @@ class JobRunner:
 
     def start(self, job: ClaimedJob, owner: str) -> None:
         """Start running `job`, claimed under the lease id `owner`, once a slot is free."""
-        if self.ahead or self.free_slots <= 0:
-            self.ahead.push(job, owner)
-        else:
-            self._launch(job, owner)
+        self.ahead.push(job, owner)
+        self._make_spare()
 
     def stop_starting(self) -> None:
         """Start no more jobs (shutdown); jobs claimed ahead stay locked until the shutdown
@@ -116,7 +120,21 @@ class JobRunner:
         self._starting = False
         self.ahead.take_all()
 
-    def _launch(self, job: ClaimedJob, owner: str) -> None:
+    def _make_spare(self) -> None:
+        """Make sure a task is about to start the next waiting job, if a slot is free for it.
+
+        One spare task at a time: a job that awaits leaves the next job to the spare (which
+        then makes the next spare), and a job that ends without awaiting lets its own task go
+        on with the next job. So no job waits for another to end while a slot is free, and
+        short jobs do not cost a task each.
+        """
+        if self._spare is None and self.ahead and self._starting and self.free_slots > 0:
+            self._spare = asyncio.create_task(self._serve_slots())
+            self._slots.add(self._spare)
+            self._spare.add_done_callback(self._slot_task_ended)
+
+    def _admit(self, job: ClaimedJob, owner: str) -> RunningJob | None:
+        """Count `job` as running here, unless a copy of it still runs (then release it)."""
         if job.id in self._jobs:
             # A copy still runs here under a lost lease: never run two. The new claim is
             # released; the job is claimed again once this copy ends.
@@ -124,15 +142,12 @@ class JobRunner:
                 "job still running here under a lost lease; claim released", job_id=str(job.id)
             )
             self._release(owner, [job.id])
-            return
+            return None
         run = RunningJob(job, owner)
         self._jobs[job.id] = run
-        task = asyncio.create_task(self._process(run))
-        run.task = task
-        self._runs[task] = run
-        self._slots.add(task)
+        self._running += 1
         self._running_by_queue[job.queue] += 1
-        task.add_done_callback(self._slot_freed)
+        return run
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> None:
         """Cancel job `job_id` on request, if it runs here and is not being cancelled already.
@@ -195,17 +210,46 @@ class JobRunner:
         """Let go of the thread pool and the sync engine (threads still running are left be)."""
         await self._threads.close()
 
-    def _slot_freed(self, task: asyncio.Task[None]) -> None:
-        self._slots.discard(task)
-        run = self._runs.pop(task)
+    async def _serve_slots(self) -> None:
+        """Start waiting jobs one after the other while slots are free (see `_make_spare`).
+
+        The task stops, and the next job gets a task of its own, when a job changed the
+        task's context variables (the next job must not see them) or was cancelled on request.
+        """
+        slot = asyncio.current_task()
+        assert slot is not None  # a task runs this
+        context = contextvars.copy_context()
+        while self._starting and self.ahead and self.free_slots > 0:
+            run = self._admit(*self.ahead.pop())  # type: ignore[misc]  # not empty
+            if self._spare is slot:
+                self._spare = None
+            if run is None:
+                continue
+            self._make_spare()
+            run.task = slot
+            try:
+                await self._process(run)
+            finally:
+                self._job_ended(run)
+            if run.cancel_reason is not None or not _same_context(context):
+                return
+        if self._spare is slot:
+            self._spare = None
+
+    def _job_ended(self, run: RunningJob) -> None:
+        self._running -= 1
         self._running_by_queue[run.job.queue] -= 1
         if self._jobs.get(run.job.id) is run and not run.code_is_running:
             del self._jobs[run.job.id]
         self.jobs_processed += 1
-        if self._starting and (waiting := self.ahead.pop()) is not None:
-            self._launch(*waiting)
         self._on_slot_freed()
-        if not task.cancelled() and (exc := task.exception()) is not None:
+
+    def _slot_task_ended(self, slot: asyncio.Task[None]) -> None:
+        self._slots.discard(slot)
+        if self._spare is slot:
+            self._spare = None  # cancelled before it started a job
+        self._make_spare()  # for jobs this task left waiting, if any
+        if not slot.cancelled() and (exc := slot.exception()) is not None:
             # execute() turns job errors into outcomes, so this is a bug of ours: say so loudly.
             logger.opt(exception=exc).error("job processing crashed")
 
@@ -296,3 +340,14 @@ class JobRunner:
             forced.cancel()
             if not waiting.done():
                 waiting.cancel()
+
+
+def _same_context(context: contextvars.Context) -> bool:
+    """Tell whether every context variable holds what it held in `context` (a snapshot)."""
+    now = contextvars.copy_context()
+    return len(now) == len(context) and all(
+        value is now.get(variable, _MISSING) for variable, value in context.items()
+    )
+
+
+_MISSING = object()
