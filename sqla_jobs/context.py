@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import TransactionUsageError
 from .transaction import JobTransaction, TransactionBinding
@@ -32,12 +32,13 @@ UNREADABLE_TIME = datetime.min.replace(tzinfo=UTC)
 """Stands for a stored time the worker could not read (the row's `problem` says which)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
+class ClaimedJob(NamedTuple):
     """A job row as a worker claimed it: read once, never written back through this object.
 
     The payload stays JSON text until the job runs: a row whose payload or times cannot be
     decoded is a failed attempt of that row (`problem`), never an error of the whole claim.
+    A named tuple, not a frozen dataclass: one is made per job, and a frozen dataclass took
+    ten times as long to make (3 µs).
     """
 
     id: uuid.UUID
@@ -53,10 +54,10 @@ class ClaimedJob:
     """The time limit enqueue() set for this job; None: its task's `timeout` option."""
     snooze_count: int = 0
     """How many times the job raised `Snooze` before this run."""
-    problem: str | None = None
-    """Why this row cannot be run as stored (a column the worker could not decode), if so."""
     trace_context: str | None = None
     """The W3C ``traceparent`` stored by `enqueue()` when tracing is on (`sqla_jobs.tracing`)."""
+    problem: str | None = None
+    """Why this row cannot be run as stored (a column the worker could not decode), if so."""
 
     @classmethod
     def from_rows(cls, keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[ClaimedJob]:
@@ -70,21 +71,9 @@ class ClaimedJob:
 
     @classmethod
     def _from_values(cls, values: tuple[Any, ...]) -> ClaimedJob:
-        """Build a claimed job from the values of `CLAIMED_NAMES`, in that order."""
-        (
-            job_id,
-            name,
-            payload,
-            queue,
-            priority,
-            run_at,
-            created_at,
-            context,
-            error_count,
-            timeout,
-            snooze_count,
-            trace_context,
-        ) = values
+        """Build a claimed job from the values of `CLAIMED_NAMES`, in that order (the fields'
+        order, `problem` left out)."""
+        _, _, _, _, priority, run_at, created_at, context, error_count, timeout, snoozes, _ = values
         if (
             type(run_at) is datetime
             and type(created_at) is datetime
@@ -93,23 +82,11 @@ class ClaimedJob:
             and type(priority) is int
             and type(error_count) is int
             and (timeout is None or type(timeout) is float)
-            and type(snooze_count) is int
+            and type(snoozes) is int
+            and type(context) is str
         ):
             # The common case (PostgreSQL hands typed values): nothing to convert or check.
-            return cls(
-                job_id,
-                name,
-                payload,
-                queue,
-                priority,
-                run_at,
-                created_at,
-                context or "",
-                error_count,
-                timeout,
-                snooze_count,
-                trace_context=trace_context,
-            )
+            return _new_tuple(cls, values + _NO_PROBLEM)
         return cls._converted(dict(zip(CLAIMED_NAMES, values, strict=True)))
 
     @classmethod
@@ -134,7 +111,7 @@ class ClaimedJob:
                 problems.append(f"{column} is not a number: {str(value)[:100]!r}")
                 return 0
 
-        job = cls(
+        return cls(
             id=row["id"],
             name=str(row["name"]),
             payload_json=str(row["payload"]),
@@ -147,14 +124,12 @@ class ClaimedJob:
             timeout_seconds=number_of("timeout_seconds", float),
             snooze_count=number_of("snooze_count", int) or 0,
             trace_context=row["trace_context"],
+            problem="; ".join(problems) or None,
         )
-        if problems:
-            return cls(**{**_fields(job), "problem": "; ".join(problems)})
-        return job
 
 
-def _fields(job: ClaimedJob) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in ClaimedJob.__dataclass_fields__}
+_new_tuple = tuple.__new__
+_NO_PROBLEM = (None,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,17 +194,27 @@ class JobContext:
         transactions: TransactionBinding | None = None,
     ) -> JobContext:
         """Build the context of `job` run by `worker_id`; `transactions` enables transaction()."""
-        return cls(
-            job_id=job.id,
-            name=job.name,
-            queue=job.queue,
-            priority=job.priority,
-            error_count=job.error_count,
-            context=job.context,
-            created_at=job.created_at,
-            run_at=job.run_at,
-            worker_id=worker_id,
-            state=state,
-            snooze_count=job.snooze_count,
-            _transactions=transactions,
-        )
+        # One per job: the frozen dataclass's __init__ (object.__setattr__ per field) took 3 µs,
+        # three times as long as filling the same slots through their own setters.
+        ctx = _new_object(cls)
+        fill = _SLOT_SETTERS
+        fill["job_id"](ctx, job.id)
+        fill["name"](ctx, job.name)
+        fill["queue"](ctx, job.queue)
+        fill["priority"](ctx, job.priority)
+        fill["error_count"](ctx, job.error_count)
+        fill["context"](ctx, job.context)
+        fill["created_at"](ctx, job.created_at)
+        fill["run_at"](ctx, job.run_at)
+        fill["worker_id"](ctx, worker_id)
+        fill["state"](ctx, state)
+        fill["snooze_count"](ctx, job.snooze_count)
+        fill["_transactions"](ctx, transactions)
+        return ctx
+
+
+_new_object = object.__new__
+_SLOT_SETTERS: dict[str, Any] = {
+    name: getattr(JobContext, name).__set__ for name in JobContext.__dataclass_fields__
+}
+"""Each field's slot setter (`JobContext.for_job` fills every one)."""
