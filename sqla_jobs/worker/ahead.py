@@ -5,8 +5,9 @@ the jobs of one claim end within a millisecond, and the slots stay empty for a r
 while the recent runs are short (`SHORT_RUN`), the worker claims up to `concurrency` jobs more
 than it has free slots, and the next claim is in flight while the current jobs run.
 
-A job claimed ahead waits here, locked under the worker's lease like a running job, until a slot
-frees up: about one run of a short job, less than the claim it saves. Once runs get longer the
+Every claimed job passes through here until a slot's task starts it (at once if a slot is
+free). A job claimed ahead waits here, locked under the worker's lease like a running job, until
+a slot frees up: about one run of a short job, less than the claim it saves. Once runs get longer the
 worker claims for its free slots only, so it never sits on jobs that another worker could start.
 Waiting jobs start in the order they were claimed; a shutdown, a lost lease or a cancel request
 releases them without running them.
@@ -28,7 +29,7 @@ LATEST_WEIGHT = 0.1
 
 
 class ClaimAhead:
-    """The jobs claimed before a slot was free, and whether to claim more of them."""
+    """The jobs claimed and not started yet, and how many of them may wait for a slot."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
