@@ -781,9 +781,10 @@ async def insert_backlog(
         await engine.dispose()
 
 
-async def bench_backlog(db: ScratchDatabase, due: int, backlog: int) -> list[Row]:
+async def bench_backlog(db: ScratchDatabase, due: int, backlog: int, rounds: int) -> list[Row]:
     """Drain `due` jobs at concurrency 100: alone, beside `backlog` future or retrying jobs,
-    and spread over three queues. Each line's baseline is (a), the drain alone."""
+    and spread over three queues. Each line's baseline is (a), the drain alone. Each case's
+    drain runs `rounds` times beside the same backlog, and its best round counts."""
     cases = (
         ("a", "empty table otherwise", None, False),
         ("b", f"+ {backlog:,} scheduled 1 h ahead", timedelta(hours=1), False),
@@ -798,17 +799,9 @@ async def bench_backlog(db: ScratchDatabase, due: int, backlog: int) -> list[Row
         if run_in is not None:
             await insert_backlog(db, backlog, run_in=run_in, retrying=retrying)
         queues = BACKLOG_QUEUES if case == "d" else BACKLOG_QUEUES[:1]
-        for index, queue in enumerate(queues):
-            await fill_jobs(db, len(range(index, due, len(queues))), queue=queue)
-        worker = Worker(db.url, tasks=[NoOp], queues=queues, concurrency=100, handle_signals=False)
-        processed = 0
-
-        async def run(worker: Worker = worker) -> None:
-            nonlocal processed
-            processed = await worker.run_until_idle()
-
-        rates[case] = due / await timed(run)
-        assert processed == due, (case, processed, due)
+        for _ in range(rounds):
+            rate = await _drain_due(db, due, queues)
+            rates[case] = max(rates.get(case, 0.0), rate)
     return [
         Row(
             f"6{case}. drain {due} due, concurrency 100, {label}",
@@ -821,6 +814,22 @@ async def bench_backlog(db: ScratchDatabase, due: int, backlog: int) -> list[Row
         )
         for case, label, _, _ in cases
     ]
+
+
+async def _drain_due(db: ScratchDatabase, due: int, queues: Sequence[str]) -> float:
+    """Enqueue `due` no-ops spread over `queues` and drain them at concurrency 100; jobs/s."""
+    for index, queue in enumerate(queues):
+        await fill_jobs(db, len(range(index, due, len(queues))), queue=queue)
+    worker = Worker(db.url, tasks=[NoOp], queues=queues, concurrency=100, handle_signals=False)
+    processed = 0
+
+    async def run() -> None:
+        nonlocal processed
+        processed = await worker.run_until_idle()
+
+    rate = due / await timed(run)
+    assert processed == due, (queues, processed, due)
+    return rate
 
 
 # --- 7. one-commit enqueue vs a plain ORM insert ----------------------------------------------
@@ -954,8 +963,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-rounds",
         type=int,
-        help="runs of each scenario 3 drain, sqla_jobs, raw and peers alike; the best counts "
-        "(default 3)",
+        help="runs of each drain of scenarios 3 and 6, sqla_jobs, raw and peers alike; the "
+        "best counts (default 3)",
     )
     parser.add_argument(
         "--concurrency",
@@ -1061,7 +1070,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
         run("5", lambda: bench_rss(db, sizes.rss_backlog, args.rss_concurrency))
-        run("6", lambda: asyncio.run(bench_backlog(db, sizes.drain, sizes.backlog)))
+        run(
+            "6",
+            lambda: asyncio.run(bench_backlog(db, sizes.drain, sizes.backlog, sizes.drain_rounds)),
+        )
         run("7", lambda: asyncio.run(bench_orm_insert(db, sizes.enqueue)))
     peer_results = peers.run_peers(
         peer_names,
