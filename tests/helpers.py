@@ -1,11 +1,17 @@
-"""Helpers shared by the test modules: the `TestDatabase` the fixtures hand out, polling waits."""
+"""Helpers shared by the test modules: the `TestDatabase` the fixtures hand out, polling waits,
+committing jobs."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from sqla_jobs import Job
 
 
 @dataclass(frozen=True)
@@ -40,3 +46,11 @@ async def wait_until(
             name = getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"{name} was still false after {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def add_jobs(engine: AsyncEngine, *jobs: Job) -> list[uuid.UUID]:
+    """Commit `jobs` (from `enqueue(...)`) in one transaction; return their ids."""
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        session.add_all(jobs)
+        await session.commit()
+    return [job.id for job in jobs]

@@ -19,7 +19,7 @@ from sqla_jobs.admin import cancel
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.models import WorkerRecord
 from sqla_jobs.worker.ahead import SHORT_RUN, ClaimAhead
-from tests.helpers import TestDatabase, wait_until
+from tests.helpers import TestDatabase, add_jobs, wait_until
 
 started: list[int] = []
 gate = asyncio.Event()
@@ -67,13 +67,6 @@ def make_worker(database: TestDatabase, *, concurrency: int, recent_run: float) 
     return worker
 
 
-async def add(engine: AsyncEngine, *jobs: Job) -> list[uuid.UUID]:
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        session.add_all(jobs)
-        await session.commit()
-    return [job.id for job in jobs]
-
-
 async def locked(engine: AsyncEngine) -> dict[uuid.UUID, str | None]:
     async with AsyncSession(engine) as session:
         rows = await session.execute(select(Job.id, Job.locked_by))
@@ -95,7 +88,7 @@ def condition(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 @pytest.fixture
 async def four_gated(engine: AsyncEngine) -> list[uuid.UUID]:
     # Priorities make the claim order, and so the start order, known: 0 first.
-    return await add(engine, *(enqueue(Gated(n=n), priority=10 - n) for n in range(4)))
+    return await add_jobs(engine, *(enqueue(Gated(n=n), priority=10 - n) for n in range(4)))
 
 
 async def test_short_runs_claim_ahead_and_the_waiting_jobs_start_in_claim_order(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
 
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
 from sqla_jobs.admin import cancel
-from tests.helpers import TestDatabase, wait_until
+from tests.helpers import TestDatabase, add_jobs, wait_until
 
 tenant: contextvars.ContextVar[int] = contextvars.ContextVar("tenant")
 seen: dict[int, int | None] = {}
@@ -84,13 +83,6 @@ def make_worker(database: TestDatabase, concurrency: int, *, short_runs: bool = 
     return worker
 
 
-async def add(engine: AsyncEngine, *jobs: Job) -> list[uuid.UUID]:
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        session.add_all(jobs)
-        await session.commit()
-    return [job.id for job in jobs]
-
-
 async def jobs_left(engine: AsyncEngine) -> int:
     async with AsyncSession(engine) as session:
         return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
@@ -99,7 +91,7 @@ async def jobs_left(engine: AsyncEngine) -> int:
 async def test_a_job_never_sees_context_variables_an_earlier_job_set(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    await add(engine, *(enqueue(SetsContext(n=n), priority=-n) for n in range(20)))
+    await add_jobs(engine, *(enqueue(SetsContext(n=n), priority=-n) for n in range(20)))
     worker = make_worker(database, concurrency=4)
     assert await worker.run_until_idle() == 20
     assert seen == dict.fromkeys(range(20))
@@ -110,7 +102,7 @@ async def test_a_job_never_sees_context_variables_an_earlier_job_set(
 async def test_a_slot_task_runs_waiting_jobs_one_after_another(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    await add(engine, *(enqueue(Quick(n=n)) for n in range(200)))
+    await add_jobs(engine, *(enqueue(Quick(n=n)) for n in range(200)))
     worker = make_worker(database, concurrency=10)
     made = 0
     create_task = asyncio.get_running_loop().create_task
@@ -134,8 +126,8 @@ async def test_a_slot_task_runs_waiting_jobs_one_after_another(
 async def test_a_job_that_awaits_leaves_the_waiting_jobs_to_another_task(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    await add(engine, enqueue(Blocks(n=0), priority=1))
-    await add(engine, *(enqueue(Quick(n=n)) for n in range(1, 30)))
+    await add_jobs(engine, enqueue(Blocks(n=0), priority=1))
+    await add_jobs(engine, *(enqueue(Quick(n=n)) for n in range(1, 30)))
     # No claim ahead: the first claim takes the blocking job and one more, and the next claim
     # waits for that one to start; the blocked job's task must hand it on.
     worker = make_worker(database, concurrency=2, short_runs=False)
@@ -154,7 +146,7 @@ async def test_a_job_that_awaits_leaves_the_waiting_jobs_to_another_task(
 async def test_no_more_than_concurrency_jobs_run_at_once(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    await add(engine, *(enqueue(Overlaps(n=n)) for n in range(60)))
+    await add_jobs(engine, *(enqueue(Overlaps(n=n)) for n in range(60)))
     worker = make_worker(database, concurrency=3)
     assert await worker.run_until_idle() == 60
     assert most_at_once == 3
@@ -163,8 +155,8 @@ async def test_no_more_than_concurrency_jobs_run_at_once(
 async def test_cancelling_a_job_of_a_slot_task_leaves_the_jobs_after_it_to_run(
     database: TestDatabase, engine: AsyncEngine
 ) -> None:
-    [blocked] = await add(engine, enqueue(Blocks(n=0), priority=1))
-    await add(engine, *(enqueue(Quick(n=n)) for n in range(1, 6)))
+    [blocked] = await add_jobs(engine, enqueue(Blocks(n=0), priority=1))
+    await add_jobs(engine, *(enqueue(Quick(n=n)) for n in range(1, 6)))
     worker = make_worker(database, concurrency=1)
     task = asyncio.create_task(worker.run())
     try:
