@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqla_jobs import DeadLetterJob, Job, JobContext, Task, Worker, enqueue
 from sqla_jobs.admin import cancel
+from sqla_jobs.context import ClaimedJob
 from tests.helpers import TestDatabase, add_jobs, wait_until
 
 tenant: contextvars.ContextVar[int] = contextvars.ContextVar("tenant")
@@ -181,3 +183,17 @@ async def _is(count: Awaitable[int], expected: int) -> bool:
 
 async def _is_true(value: bool) -> bool:
     return value
+
+
+async def test_jobs_not_started_yet_take_their_queues_slots(database: TestDatabase) -> None:
+    worker = Worker(database.url, tasks=[Quick], queues={"a": 2, "b": 1}, handle_signals=False)
+    moment = datetime(2026, 11, 30, tzinfo=UTC)
+    for n in range(2):
+        name = Quick.__task_options__.name
+        job = ClaimedJob(uuid.uuid4(), name, "{}", "a", 0, moment, moment, "", n)
+        worker.runner.start(job, "w1")
+    # No task has started them yet (nothing awaited): a claim now must not see queue a free.
+    assert worker.runner.free_slots_by_queue() == {"a": 0, "b": 1}
+    worker.runner.stop_starting()  # the spare task then ends without starting them
+    await asyncio.sleep(0)
+    assert worker.runner.free_slots_by_queue() == {"a": 2, "b": 1}

@@ -6,9 +6,10 @@ while the recent runs are short (`SHORT_RUN`), the worker claims up to `concurre
 than it has free slots, and the next claim is in flight while the current jobs run.
 
 Every claimed job passes through here until a slot's task starts it (at once if a slot is
-free). A job claimed ahead waits here, locked under the worker's lease like a running job, until
-a slot frees up: about one run of a short job, less than the claim it saves. Once runs get longer the
-worker claims for its free slots only, so it never sits on jobs that another worker could start.
+free). A job claimed ahead waits here, locked under the worker's lease like a running job,
+until a slot frees up: about one run of a short job, less than the claim it saves. Once runs get
+longer the worker claims for its free slots only, so it never sits on jobs that another worker
+could start.
 Waiting jobs start in the order they were claimed; a shutdown, a lost lease or a cancel request
 releases them without running them.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import deque
+from collections import Counter, deque
 
 from sqla_jobs.context import ClaimedJob
 
@@ -80,6 +81,10 @@ class ClaimAhead:
                 kept.append((job, job_owner))
         self._waiting = kept
         return taken
+
+    def count_by_queue(self) -> Counter[str]:
+        """Return how many jobs of each queue wait here."""
+        return Counter(job.queue for job, _ in self._waiting)
 
     def ids(self, owner: str) -> set[uuid.UUID]:
         """Return the ids of the jobs waiting under `owner`."""

@@ -94,8 +94,10 @@ class JobRunner:
         """Return the free slots of each queue that has its own, or None: one shared pool."""
         if self.queue_concurrency is None:
             return None
+        # Jobs claimed and not started yet take their queue's slots too.
+        waiting = self.ahead.count_by_queue()
         return {
-            queue: max(0, slots - self._running_by_queue[queue])
+            queue: max(0, slots - self._running_by_queue[queue] - waiting[queue])
             for queue, slots in self.queue_concurrency.items()
         }
 
