@@ -420,3 +420,24 @@ def test_the_command_reads_per_queue_slots_and_limits_and_passes_them_to_its_chi
     assert children[children.index("--queue-limits") + 1] == "payments=2"
     with pytest.raises(ConfigurationError, match="queues: queue must be a non-empty string"):
         settings_from(parse_arguments(["--queues", "mail=5,=3"]))
+
+
+async def test_preparing_claims_reads_the_limited_queues_ahead_of_the_first_claim(
+    database: TestDatabase, engine: AsyncEngine
+) -> None:
+    await set_limit(engine, "payments", 2)
+    store = JobStore(engine)
+    await store.prepare_claims(["payments", "other"])
+    if database.dialect == "postgresql":
+        # Read now, so the first claim neither waits for this read nor for a connect.
+        assert store._limited == frozenset({"payments"})
+        assert store._limited_read_at is not None
+        assert engine.pool.checkedin() >= 1  # type: ignore[attr-defined]
+
+
+async def test_preparing_claims_with_the_database_away_leaves_it_to_the_first_claim() -> None:
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/nowhere")
+    try:
+        await asyncio.wait_for(JobStore(engine).prepare_claims(["default"]), timeout=30)
+    finally:
+        await engine.dispose()

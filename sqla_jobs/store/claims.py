@@ -146,6 +146,20 @@ class ClaimStore:
             self._limited = frozenset(rows.scalars())
         self._limited_read_at = read_at
 
+    async def prepare_claims(self, queues: Sequence[str]) -> None:
+        """Open a pooled connection, and read which of `queues` have a cluster-wide limit, so
+        that the first claim costs a round trip rather than a connect (a worker runs this
+        while its lease registers). A database that is away is the first claim's to report.
+        """
+        try:
+            if self.statements.enforces_queue_limits_in_claim:
+                async with self._autocommit.connect():
+                    pass
+            else:
+                await self._read_limited_queues(queues)
+        except DATABASE_ERRORS:
+            pass
+
     async def _refresh_limited_queues(self, queues: Sequence[str]) -> None:
         try:
             await self._read_limited_queues(queues)

@@ -39,6 +39,9 @@ from sqla_jobs.worker.scope import serve_queues, task_map
 from sqla_jobs.worker.shutdown import Shutdown
 from sqla_jobs.worker_options import WorkerOptions
 
+# How long a start waits, after its lease registered, for the claim's connection to be opened.
+PREPARE_WAIT = timedelta(seconds=1)
+
 _UNSET: Any = object()
 
 
@@ -240,7 +243,12 @@ class Worker:
             self._listener = Listener(self.engine.url, self.queues, self._wake, self.runner.cancel)
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
         unsubscribe = wakeup.subscribe(self.claim_loop.wake)
+        # Beside the lease's registration, not after it (15 ms of every start). Awaited a
+        # moment at most: a database slow to accept connections is the first claim's to report.
+        preparing = asyncio.create_task(self.store.prepare_claims(self.queues))
+        helpers.append(preparing)
         await self.lease.start()
+        await asyncio.wait([preparing], timeout=PREPARE_WAIT.total_seconds())
         helpers.append(asyncio.create_task(self.maintenance.run(self._stopping)))
         if not until_idle:
             helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
