@@ -410,7 +410,8 @@ async def bench_drain(
         for batch in (1, 100):
             raw[batch] = max(raw.get(batch, 0.0), await _raw_drain_rate(db, n, batch))
         for concurrency in concurrencies:
-            rate = await _worker_drain_rate(db, n, concurrency)
+            await reset(db)
+            rate = await _worker_drain_rate(db, n, concurrency=concurrency)
             sqla[concurrency] = max(sqla.get(concurrency, 0.0), rate)
     return [
         Row(
@@ -441,10 +442,19 @@ async def _raw_drain_rate(db: ScratchDatabase, n: int, batch: int) -> float:
     return n / seconds
 
 
-async def _worker_drain_rate(db: ScratchDatabase, n: int, concurrency: int) -> float:
-    await reset(db)
-    await fill_jobs(db, n)
-    worker = Worker(db.url, tasks=[NoOp], concurrency=concurrency, handle_signals=False)
+async def _worker_drain_rate(
+    db: ScratchDatabase,
+    n: int,
+    *,
+    concurrency: int = 100,
+    queues: Sequence[str] = (bench_tasks.BENCH_QUEUE,),
+) -> float:
+    """Enqueue `n` no-ops spread over `queues`, drain them with one in-process Worker; jobs/s."""
+    for index, queue in enumerate(queues):
+        await fill_jobs(db, len(range(index, n, len(queues))), queue=queue)
+    worker = Worker(
+        db.url, tasks=[NoOp], queues=queues, concurrency=concurrency, handle_signals=False
+    )
     processed = 0
 
     async def run() -> None:
@@ -452,7 +462,7 @@ async def _worker_drain_rate(db: ScratchDatabase, n: int, concurrency: int) -> f
         processed = await worker.run_until_idle()
 
     seconds = await timed(run)
-    assert processed == n, (processed, n)
+    assert processed == n, (queues, processed, n)
     return n / seconds
 
 
@@ -800,7 +810,7 @@ async def bench_backlog(db: ScratchDatabase, due: int, backlog: int, rounds: int
             await insert_backlog(db, backlog, run_in=run_in, retrying=retrying)
         queues = BACKLOG_QUEUES if case == "d" else BACKLOG_QUEUES[:1]
         for _ in range(rounds):
-            rate = await _drain_due(db, due, queues)
+            rate = await _worker_drain_rate(db, due, queues=queues)
             rates[case] = max(rates.get(case, 0.0), rate)
     return [
         Row(
@@ -814,22 +824,6 @@ async def bench_backlog(db: ScratchDatabase, due: int, backlog: int, rounds: int
         )
         for case, label, _, _ in cases
     ]
-
-
-async def _drain_due(db: ScratchDatabase, due: int, queues: Sequence[str]) -> float:
-    """Enqueue `due` no-ops spread over `queues` and drain them at concurrency 100; jobs/s."""
-    for index, queue in enumerate(queues):
-        await fill_jobs(db, len(range(index, due, len(queues))), queue=queue)
-    worker = Worker(db.url, tasks=[NoOp], queues=queues, concurrency=100, handle_signals=False)
-    processed = 0
-
-    async def run() -> None:
-        nonlocal processed
-        processed = await worker.run_until_idle()
-
-    rate = due / await timed(run)
-    assert processed == due, (queues, processed, due)
-    return rate
 
 
 # --- 7. one-commit enqueue vs a plain ORM insert ----------------------------------------------
