@@ -295,13 +295,15 @@ class Worker:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         await shutdown.let_go()
-        await self.runner.close()
-        if self._owns_engine:
-            await self.engine.dispose()
+        await asyncio.gather(shutdown.end_lease(), self.runner.close(), self._dispose_engine())
         self._listener = None
         if self.was_forced or not shutdown.is_clean or self.lease.died is not None:
             self._exit_code = 1
         logger.info("worker stopped", jobs_processed=self.jobs_processed, exit_code=self._exit_code)
+
+    async def _dispose_engine(self) -> None:
+        if self._owns_engine:
+            await self.engine.dispose()
 
     def _wake(self) -> None:
         self.claim_loop.wake()

@@ -55,23 +55,39 @@ class Maintenance:
         """Jobs found locked by this worker that it was not running, released since it started."""
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Run every duty each `interval` until `stopping` is set."""
+        """Run every duty each `interval` until `stopping` is set.
+
+        The first round leaves out the duties about the worker's own jobs: a worker that has
+        just started runs none and holds none (its shutdown released what it held, or left it
+        to be rescued), and the reconciliation would hold up its first claims meanwhile. They
+        run from the next round on.
+        """
+        own_jobs = False
         while not stopping.is_set():
-            await self.run_once()
+            await self.run_once(stopping, own_jobs=own_jobs)
+            own_jobs = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._interval.total_seconds())
 
-    async def run_once(self) -> None:
-        """Run every duty once."""
+    async def run_once(
+        self, stopping: asyncio.Event | None = None, *, own_jobs: bool = True
+    ) -> None:
+        """Run every duty once (`own_jobs`: those about the jobs this worker holds too); stop
+        between two duties once `stopping` is set, so a shutdown never waits for a round."""
         duties: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("passing on cancel requests", self.pass_on_cancel_requests),
-            ("reconciling held jobs", self.reconcile),
             ("rescuing jobs", self._rescuer.rescue),
             ("dead-lettering cancelled jobs", self.dead_letter_cancelled),
             ("refreshing statistics", self.refresh_statistics),
             ("summarising", self.summarise),
         ]
+        if own_jobs:
+            duties[:0] = [
+                ("passing on cancel requests", self.pass_on_cancel_requests),
+                ("reconciling held jobs", self.reconcile),
+            ]
         for what, duty in duties:
+            if stopping is not None and stopping.is_set():
+                return
             try:
                 await duty()
             except DATABASE_ERRORS as exc:

@@ -120,8 +120,9 @@ class OutcomeRecorder:
                 assert_never(outcome)
 
     def wake(self) -> None:
-        """Make `run` look at its `stopping` event now."""
+        """Make `run` look at its `stopping` event now, without waiting for a batch to fill."""
         self._has_succeeded.set()
+        self._batch_full.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush batches of succeeded jobs until `stopping` is set."""

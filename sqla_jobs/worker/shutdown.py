@@ -52,6 +52,7 @@ class Shutdown:
         self._shutdown_timeout = shutdown_timeout
         self.is_clean = True
         """False once a job had to be left locked, or a lock could not be released."""
+        self._unregister = False
 
     async def stop_jobs(self) -> None:
         """Let running jobs finish, cancel the rest, and wait for code that cannot be stopped."""
@@ -71,12 +72,15 @@ class Shutdown:
             await self._wait(timedelta(seconds=WAITING_LOG_INTERVAL))
 
     async def let_go(self) -> None:
-        """Write the outcomes left, release the locks of jobs that ended, end the lease."""
+        """Write the outcomes left, then release the locks of jobs that ended; `end_lease`
+        comes next."""
         await self._runner.wait_for_slots(CANCELLED_GRACE.total_seconds())
         await self._recorder.flush(attempts=WRITE_ATTEMPTS)
-        await write_minute_counts(self._store, self._runner.tally)
         still_running = self._runner.code_running_ids()
+        # The counts and the release touch different tables: one round trip's wait, not two.
+        counts = asyncio.ensure_future(write_minute_counts(self._store, self._runner.tally))
         released = await self._release(keep=still_running)
+        await counts
         if still_running:
             self.is_clean = False
             logger.error(
@@ -84,9 +88,14 @@ class Shutdown:
                 "heartbeat timeout",
                 jobs=[str(job_id) for job_id in still_running],
             )
-        await self._lease.stop(
-            unregister=released and not still_running and not self._recorder.has_pending
-        )
+        self._unregister = released and not still_running and not self._recorder.has_pending
+
+    async def end_lease(self) -> None:
+        """Stop the lease; unregister it only if `let_go` left no lock and no outcome behind.
+
+        Its thread has a connection of its own: this may run beside disposing of the engine.
+        """
+        await self._lease.stop(unregister=self._unregister)
 
     async def _release(self, *, keep: Sequence[uuid.UUID]) -> bool:
         holder = self._lease.holder
