@@ -98,7 +98,8 @@ async def test_short_runs_claim_ahead_and_the_waiting_jobs_start_in_claim_order(
     async with running(worker):
         await wait_until(condition(lambda: started == [0, 1]))
         await wait_until(lambda: _count_is(locked(engine), 4))
-        assert len(worker.runner.ahead) == 2
+        # The claim's rows are committed before its reply reaches the worker.
+        await wait_until(condition(lambda: len(worker.runner.ahead) == 2))
         # The reconciliation counts waiting jobs as held: nothing is released.
         await worker.maintenance.reconcile()
         assert len(await locked(engine)) == 4
@@ -228,3 +229,74 @@ async def _count_is(rows: Awaitable[Sized], expected: int) -> bool:
 async def _has_dead_letter(engine: AsyncEngine) -> bool:
     async with AsyncSession(engine) as session:
         return bool((await session.scalars(select(DeadLetterJob))).all())
+
+
+class _ClaimThenDo:
+    """Wrap the store's claim: once a claim returns jobs, await `action` before its reply is
+    handled, as if it happened while the claim was out."""
+
+    def __init__(self, worker: Worker, action: Callable[[], Awaitable[None]]) -> None:
+        self._claim = worker.store.claim
+        self._action = action
+        self.done = False
+
+    async def __call__(self, **arguments: object) -> list[ClaimedJob]:
+        jobs = await self._claim(**arguments)  # type: ignore[arg-type]
+        if jobs and not self.done:
+            self.done = True
+            await self._action()
+        return jobs
+
+
+async def test_jobs_a_claim_returns_after_stop_are_released_unstarted(
+    database: TestDatabase,
+    engine: AsyncEngine,
+    four_gated: list[uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More slots than jobs: the claim loop lets the claimed jobs start before it loops again.
+    worker = make_worker(database, concurrency=8, recent_run=0.0)
+
+    async def stop() -> None:
+        worker.stop()
+
+    late = _ClaimThenDo(worker, stop)
+    monkeypatch.setattr(worker.store, "claim", late)
+    await asyncio.wait_for(worker.run(), timeout=15)
+    assert late.done
+    assert started == []
+    left = await jobs_left(engine)
+    assert sorted(job.id for job in left) == sorted(four_gated)
+    assert all(job.locked_by is None and job.error_count == 0 for job in left)
+
+
+async def test_jobs_a_claim_returns_after_the_lease_was_lost_do_not_run_under_it(
+    database: TestDatabase,
+    engine: AsyncEngine,
+    four_gated: list[uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = make_worker(database, concurrency=8, recent_run=0.0)
+    lease = worker.lease
+
+    async def lose_lease() -> None:
+        # Declared dead and its jobs unlocked by another worker while the claim was out; the
+        # lease thread's notice of the loss reaches the worker's loop only later.
+        async with engine.begin() as connection:
+            await connection.execute(update(Job).values(locked_by=None, locked_at=None))
+            await connection.execute(WorkerRecord.__table__.delete())
+        on_lost, lease.on_lost = lease.on_lost, None
+        old = lease.holder
+        lease._lose("declared dead meanwhile")
+        lease.on_lost = on_lost
+        assert on_lost is not None
+        asyncio.get_running_loop().call_later(0.3, on_lost, old)
+
+    late = _ClaimThenDo(worker, lose_lease)
+    monkeypatch.setattr(worker.store, "claim", late)
+    gate.set()  # the jobs run straight through
+    async with running(worker):
+        await wait_until(lambda: _count_is(jobs_left(engine), 0), timeout=15)
+    assert late.done
+    # Not run under the lost lease; claimed again and run under the new one: once each.
+    assert sorted(started) == [0, 1, 2, 3]

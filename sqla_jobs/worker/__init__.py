@@ -203,8 +203,11 @@ class Worker:
         return self._listener is not None and self._listener.connected.is_set()
 
     def stop(self, *, force: bool = False) -> None:
-        """Stop claiming; running jobs get `shutdown_timeout` to finish (none with `force`)."""
+        """Stop claiming and starting jobs; running jobs get `shutdown_timeout` to finish (none
+        with `force`). Jobs claimed and not started yet are released by the shutdown."""
         self._stopping.set()
+        # At once, not when the shutdown begins: a claim in flight may still return jobs.
+        self.runner.stop_starting()
         if force:
             self.runner.forced.set()
         self._wake()

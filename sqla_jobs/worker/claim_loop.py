@@ -128,6 +128,10 @@ class ClaimLoop:
             )
             for job in jobs:
                 self._runner.start(job, owner)
+            if self._lease.holder != owner:
+                # The lease was lost while the claim was out (its jobs may be rescued already):
+                # release them before a slot starts one.
+                self._runner.disown(owner)
         logger.debug("claimed jobs", count=len(jobs), limit=limit)
         if jobs and (len(jobs) < limit or not self._runner.claimable):
             # Let the new jobs start before this loop does anything else (latency). After a
