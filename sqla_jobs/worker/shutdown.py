@@ -78,9 +78,9 @@ class Shutdown:
         await self._recorder.flush(attempts=WRITE_ATTEMPTS)
         still_running = self._runner.code_running_ids()
         # The counts and the release touch different tables: one round trip's wait, not two.
-        counts = asyncio.ensure_future(write_minute_counts(self._store, self._runner.tally))
-        released = await self._release(keep=still_running)
-        await counts
+        released, _ = await asyncio.gather(
+            self._release(keep=still_running), write_minute_counts(self._store, self._runner.tally)
+        )
         if still_running:
             self.is_clean = False
             logger.error(
