@@ -4,11 +4,13 @@ served by an ASGI app and by a worker's metrics port."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from sqla_jobs import ConfigurationError, JobContext, Settings, Task, Worker, en
 from sqla_jobs.metrics import JobMetrics, MetricsServer, QueueCollector, asgi_app, count_enqueued
 from sqla_jobs.worker_options import WorkerOptions
 from tests.helpers import TestDatabase
+from tests.processes import WorkerProcess
 
 
 class Fine(Task, name="tests.metrics.fine"):
@@ -188,6 +191,27 @@ async def test_a_worker_serves_its_metrics_on_its_port_while_it_runs(
         await asyncio.wait_for(task, 10)
     with pytest.raises(ConnectionRefusedError):
         await http_get(port, "/metrics")
+
+
+async def test_a_signal_as_soon_as_the_metrics_port_answers_stops_the_worker_cleanly(
+    pg_database: TestDatabase, tmp_path: Path
+) -> None:
+    """The port shows the worker to the world: its signal handlers are in place before it, so a
+    SIGTERM sent at once is a graceful stop (exit 0), never the default kill (143)."""
+    port = free_port()
+    worker = WorkerProcess(pg_database.url, tmp_path / "worker.log", "--metrics-port", str(port))
+    try:
+        for _ in range(20_000):
+            try:
+                await http_get(port, "/metrics")
+            except OSError:
+                await asyncio.sleep(0.001)
+                continue
+            break
+        worker.signal(signal.SIGTERM)
+        assert await worker.exit_code() == 0, worker.output
+    finally:
+        worker.kill()
 
 
 async def test_a_worker_whose_metrics_port_is_taken_does_not_start(

@@ -234,12 +234,23 @@ class Worker:
         return self.jobs_processed - before
 
     async def _serve(self, *, until_idle: bool) -> None:
-        # Before the first claim, so that this worker's own claims obey its limits already.
-        await self.store.set_queue_limits(self.options.queue_limits)
         self._stopping.clear()
         self.runner.forced.clear()
         self._exit_code = 0
         self.runner.open()
+        enabled = self.handle_signals and not until_idle
+        # Before the metrics port or the registration shows the worker to anyone: a signal from
+        # then on stops it gracefully, never kills it half-started (exit status 143).
+        remove_handlers = signals.install(self, self._stopping, self.supervisor_pid, enabled)
+        try:
+            await self._start_and_claim(until_idle=until_idle)
+        finally:
+            # Handlers stay during the shutdown: a second signal there means "now".
+            remove_handlers()
+
+    async def _start_and_claim(self, *, until_idle: bool) -> None:
+        # Before the first claim, so that this worker's own claims obey its limits already.
+        await self.store.set_queue_limits(self.options.queue_limits)
         metrics = await serve_metrics(self.engine, self.options.metrics_port, self._stopping)
         helpers = [asyncio.create_task(self.recorder.run(self._stopping)), *metrics]
         if not until_idle and self.store.dialect == "postgresql":
@@ -255,8 +266,6 @@ class Worker:
         helpers.append(asyncio.create_task(self.maintenance.run(self._stopping)))
         if not until_idle:
             helpers.append(asyncio.create_task(self.scheduler.run(self._stopping)))
-        enabled = self.handle_signals and not until_idle
-        remove_handlers = signals.install(self, self._stopping, self.supervisor_pid, enabled)
         logger.info(
             "worker started",
             worker_id=self.id,
@@ -273,12 +282,10 @@ class Worker:
             self._exit_code = 1
             raise
         finally:
-            # Handlers stay during the shutdown: a second signal there means "now".
             try:
                 await self._shut_down(helpers)
             finally:
                 unsubscribe()
-                remove_handlers()
 
     async def _shut_down(self, helpers: list[asyncio.Task[None]]) -> None:
         self._stopping.set()
