@@ -26,6 +26,7 @@ from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_en
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
 from sqla_jobs.store.engines import pool_options as pool_options
 from sqla_jobs.store.minute_counts import MinuteCountStore
+from sqla_jobs.store.pinned import PinnedConnection
 from sqla_jobs.store.slots import PeriodicSlotStore
 
 
@@ -57,6 +58,10 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         # round trip instead of three.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read_committed = engine.execution_options(isolation_level="READ COMMITTED")
+        # The worker's two busiest serial callers, each on a connection of its own while the
+        # worker runs (`pin_connections`): the claim loop (claims, next-due) and the recorder.
+        self._claim_connection = PinnedConnection(self._autocommit)
+        self._delete_connection = PinnedConnection(self._autocommit)
         # Building a statement costs more than running it: build each shape once.
         self._claims: dict[tuple[str, tuple[str, ...]], Update] = {}
         self._limited_claims: dict[tuple[str, str], Update] = {}
@@ -76,7 +81,7 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         statement = self._deletes.get(worker_id)
         if statement is None:
             statement = self._deletes[worker_id] = self.statements.delete_batch(worker_id=worker_id)
-        async with self._autocommit.connect() as connection:
+        async with self._delete_connection.connect() as connection:
             result = await connection.execute(statement, {"job_ids": list(job_ids)})
         return result.rowcount
 
@@ -172,7 +177,7 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         statement = self._next_due.get(key)
         if statement is None:
             statement = self._next_due[key] = self.statements.next_due(queues=queues)
-        async with self._autocommit.connect() as connection:
+        async with self._claim_connection.connect() as connection:
             earliest, now = (await connection.execute(statement)).one()
         return None if earliest is None else earliest - now
 
@@ -187,10 +192,22 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
             await connection.execute(self.statements.analyze_jobs())
             return True
 
+    def pin_connections(self) -> None:
+        """Keep a connection each for the claims and the deletes until `unpin_connections`
+        (what a running worker does: a checkout per statement costs as much as a short claim).
+        """
+        self._claim_connection.pin()
+        self._delete_connection.pin()
+
+    async def unpin_connections(self) -> None:
+        """Return the connections `pin_connections` kept to the engine's pool."""
+        await asyncio.gather(self._claim_connection.unpin(), self._delete_connection.unpin())
+
     async def dispose(self) -> None:
         """Close the engine's connections (after stopping a refresh of the limited queues)."""
         refresh = self._limited_refresh
         if refresh is not None:
             refresh.cancel()
             await asyncio.wait([refresh])
+        await self.unpin_connections()
         await self.engine.dispose()

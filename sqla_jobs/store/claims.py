@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqla_jobs.admin import set_queue_limit
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values
+from sqla_jobs.store.pinned import PinnedConnection
 from sqla_jobs.store.retrying import DATABASE_ERRORS
 
 LIMITS_REFRESH_INTERVAL = timedelta(seconds=1)
@@ -26,6 +27,7 @@ class ClaimStore:
     statements: JobStatements
     _autocommit: AsyncEngine
     _read_committed: AsyncEngine
+    _claim_connection: PinnedConnection
     _claims: dict[tuple[str, tuple[str, ...]], Update]
     _limited_claims: dict[tuple[str, str], Update]
     _limited: frozenset[str]
@@ -82,7 +84,7 @@ class ClaimStore:
             statement = self._claims[key] = self.statements.claim_jobs(
                 worker_id=worker_id, queues=queues, limit=limit, limits=free
             )
-        async with self._autocommit.connect() as connection:
+        async with self._claim_connection.connect() as connection:
             result = await connection.execute(statement, claim_limit_values(queues, limit, free))
             keys, rows = list(result.keys()), result.all()
         return ClaimedJob.from_rows(keys, rows)
@@ -141,19 +143,19 @@ class ClaimStore:
 
     async def _read_limited_queues(self, queues: Sequence[str]) -> None:
         read_at = time.monotonic()
-        async with self._autocommit.connect() as connection:
+        async with self._claim_connection.connect() as connection:
             rows = await connection.execute(self.statements.limited_queues(queues=queues))
             self._limited = frozenset(rows.scalars())
         self._limited_read_at = read_at
 
     async def prepare_claims(self, queues: Sequence[str]) -> None:
-        """Open a pooled connection, and read which of `queues` have a cluster-wide limit, so
+        """Open the claims' connection, and read which of `queues` have a cluster-wide limit, so
         that the first claim costs a round trip rather than a connect (a worker runs this
         while its lease registers). A database that is away is the first claim's to report.
         """
         try:
             if self.statements.enforces_queue_limits_in_claim:
-                async with self._autocommit.connect():
+                async with self._claim_connection.connect():
                     pass
             else:
                 await self._read_limited_queues(queues)
