@@ -4,16 +4,18 @@ one caller at a time, replaced after a failure, and always given back to the poo
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sqla_jobs import JobContext, Task, Worker, enqueue
-from sqla_jobs.store import JobStore, pinned
+from sqla_jobs.store import JobStore, claims, pinned
+from sqla_jobs.store.claims import ClaimStore
 from sqla_jobs.store.pinned import PinnedConnection
 from tests.helpers import TestDatabase, add_jobs
 
@@ -166,3 +168,34 @@ def test_a_connection_pinned_under_an_ended_event_loop_is_not_lent_again(
             await engine.dispose()
 
     assert asyncio.run(again()) not in (0, first)
+    # The first loop's connection, which only that loop could have closed, was let go.
+    with pytest.warns(SAWarning, match="non-checked-in connection"):
+        gc.collect()
+
+
+async def test_a_worker_waits_for_its_read_of_the_limited_queues_before_it_returns(
+    pg_database: TestDatabase, monkeypatch: Any
+) -> None:
+    """The list of queues with a cluster-wide limit is re-read beside the claims; a read still
+    out when the worker stops ends before the worker returns, and gives its connection back."""
+    engine = create_async_engine(pg_database.url)
+    reads: list[str] = []
+    read = ClaimStore._read_limited_queues
+
+    async def slow_read(self: ClaimStore, queues: Any) -> None:
+        reads.append("started")
+        await asyncio.sleep(0.5)
+        await read(self, queues)
+        reads.append("ended")
+
+    monkeypatch.setattr(claims, "LIMITS_REFRESH_INTERVAL", timedelta(0))
+    monkeypatch.setattr(ClaimStore, "_read_limited_queues", slow_read)
+    try:
+        await add_jobs(engine, enqueue(Pinned()))
+        worker = Worker(engine, tasks=[Pinned], handle_signals=False)
+        assert await worker.run_until_idle() == 1
+        assert len(reads) >= 2  # the first read, and at least one beside a claim
+        assert reads.count("ended") == reads.count("started")
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.dialects.slots import SlotStatements
 from sqla_jobs.execution import DeadLetter, Retry, Snoozed
-from sqla_jobs.store.claims import ClaimStore
+from sqla_jobs.store.claims import LIMITS_REFRESH_INTERVAL, ClaimStore
 from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
 from sqla_jobs.store.engines import pool_options as pool_options
@@ -203,11 +203,18 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         """Return the connections `pin_connections` kept to the engine's pool."""
         await asyncio.gather(self._claim_connection.unpin(), self._delete_connection.unpin())
 
-    async def dispose(self) -> None:
-        """Close the engine's connections (after stopping a refresh of the limited queues)."""
+    async def close(self) -> None:
+        """Let a refresh of the limited queues end, and return every connection this store
+        holds to the engine's pool (the engine itself stays usable)."""
         refresh = self._limited_refresh
         if refresh is not None:
+            # A short read: let it end, rather than cancel it in the middle of a statement.
+            await asyncio.wait([refresh], timeout=LIMITS_REFRESH_INTERVAL.total_seconds() * 5)
             refresh.cancel()
             await asyncio.wait([refresh])
         await self.unpin_connections()
+
+    async def dispose(self) -> None:
+        """Close this store (`close`), then the engine's connections."""
+        await self.close()
         await self.engine.dispose()

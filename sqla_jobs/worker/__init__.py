@@ -257,7 +257,7 @@ class Worker:
             self._listener = Listener(self.engine.url, self.queues, self._wake, self.runner.cancel)
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
         unsubscribe = wakeup.subscribe(self.claim_loop.wake)
-        self.store.pin_connections()  # returned by `_dispose_engine`
+        self.store.pin_connections()  # returned by `_dispose_engine` (`store.close()`)
         # Beside the lease's registration, not after it (15 ms of every start). Awaited a
         # moment at most: a database slow to accept connections is the first claim's to report.
         preparing = asyncio.create_task(self.store.prepare_claims(self.queues))
@@ -313,7 +313,7 @@ class Worker:
         logger.info("worker stopped", jobs_processed=self.jobs_processed, exit_code=self._exit_code)
 
     async def _dispose_engine(self) -> None:
-        await self.store.unpin_connections()
+        await self.store.close()
         if self._owns_engine:
             await self.engine.dispose()
 
