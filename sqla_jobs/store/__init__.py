@@ -22,6 +22,7 @@ from sqla_jobs.dialects import JobStatements, statements_for
 from sqla_jobs.dialects.slots import SlotStatements
 from sqla_jobs.execution import DeadLetter, Retry, Snoozed
 from sqla_jobs.store.claims import LIMITS_REFRESH_INTERVAL, ClaimStore
+from sqla_jobs.store.driver import DriverStatement
 from sqla_jobs.store.engines import create_job_sync_engine as create_job_sync_engine
 from sqla_jobs.store.engines import create_worker_engine as create_worker_engine
 from sqla_jobs.store.engines import pool_options as pool_options
@@ -63,7 +64,7 @@ class JobStore(ClaimStore, PeriodicSlotStore, MinuteCountStore):
         self._claim_connection = PinnedConnection(self._autocommit)
         self._delete_connection = PinnedConnection(self._autocommit)
         # Building a statement costs more than running it: build each shape once.
-        self._claims: dict[tuple[str, tuple[str, ...]], Update] = {}
+        self._claims: dict[tuple[str, tuple[str, ...]], DriverStatement] = {}
         self._limited_claims: dict[tuple[str, str], Update] = {}
         self._limited: frozenset[str] = frozenset()
         self._limited_read_at: float | None = None

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqla_jobs.admin import set_queue_limit
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import CLAIM_LIMIT, JobStatements, claim_limit_values
+from sqla_jobs.store.driver import DriverStatement
 from sqla_jobs.store.pinned import PinnedConnection
 from sqla_jobs.store.retrying import DATABASE_ERRORS
 
@@ -28,7 +29,7 @@ class ClaimStore:
     _autocommit: AsyncEngine
     _read_committed: AsyncEngine
     _claim_connection: PinnedConnection
-    _claims: dict[tuple[str, tuple[str, ...]], Update]
+    _claims: dict[tuple[str, tuple[str, ...]], DriverStatement]
     _limited_claims: dict[tuple[str, str], Update]
     _limited: frozenset[str]
     _limited_read_at: float | None
@@ -77,16 +78,16 @@ class ClaimStore:
         self, worker_id: str, queues: list[str], limit: int, free: Mapping[str, int]
     ) -> list[ClaimedJob]:
         key = (worker_id, tuple(queues))
-        statement = self._claims.get(key)
-        if statement is None:
+        claim = self._claims.get(key)
+        if claim is None:
             if len(self._claims) > 4096:
                 self._claims.clear()  # a worker whose id changed leaves stale shapes behind
-            statement = self._claims[key] = self.statements.claim_jobs(
+            statement = self.statements.claim_jobs(
                 worker_id=worker_id, queues=queues, limit=limit, limits=free
             )
+            claim = self._claims[key] = DriverStatement(statement, self.engine.dialect)
         async with self._claim_connection.connect() as connection:
-            result = await connection.execute(statement, claim_limit_values(queues, limit, free))
-            keys, rows = list(result.keys()), result.all()
+            keys, rows = await claim.fetch(connection, claim_limit_values(queues, limit, free))
         return ClaimedJob.from_rows(keys, rows)
 
     async def _claim_limited(self, worker_id: str, queue: str, limit: int) -> list[ClaimedJob]:
