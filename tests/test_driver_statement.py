@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqla_jobs import Job, JobContext, Task, enqueue
 from sqla_jobs.context import ClaimedJob
 from sqla_jobs.dialects import claim_limit_values
+from sqla_jobs.engine import create_engine
 from sqla_jobs.store import JobStore
 from sqla_jobs.store.driver import DriverStatement
 from tests.helpers import TestDatabase, add_jobs
@@ -102,7 +103,7 @@ async def test_a_statement_the_database_refuses_raises_sqlalchemys_error(
     pg_database: TestDatabase,
 ) -> None:
     """What the claim loop backs off on; the connection stays usable."""
-    engine = create_async_engine(pg_database.url)
+    engine = create_engine(pg_database.url)  # sqla_jobs': parameters hidden
     store = JobStore(engine)
     try:
         await add_jobs(engine, enqueue(Driven()))
@@ -115,6 +116,9 @@ async def test_a_statement_the_database_refuses_raises_sqlalchemys_error(
             with pytest.raises(DBAPIError, match="out of int32 range") as raised:
                 await prioritize.fetch(connection, {"priority": 2**40})
             assert not raised.value.connection_invalidated
+            # As SQLAlchemy's own errors on sqla_jobs' engines: no values in the message.
+            assert "1099511627776]" not in str(raised.value)
+            assert "hide_parameters" in str(raised.value)
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()

@@ -68,11 +68,12 @@ class DriverStatement:
     ) -> tuple[list[str], Sequence[Sequence[Any]]]:
         """Run the statement with `values` on `connection`; return its result's column names
         and rows (asyncpg records, or SQLAlchemy rows)."""
-        raw = await connection.get_raw_connection()
-        if self.runs_on_driver is None:
-            self.runs_on_driver = await self._driving(
-                connection, raw, self._can_run_on_driver(raw), arguments=[]
-            )
+        if self.runs_on_driver is not False:
+            raw = await connection.get_raw_connection()
+            if self.runs_on_driver is None:
+                self.runs_on_driver = await self._driving(
+                    connection, raw, self._can_run_on_driver(raw), arguments=[]
+                )
         if not self.runs_on_driver:
             result = await connection.execute(self.statement, dict(values))
             return list(result.keys()), result.all()
@@ -98,7 +99,12 @@ class DriverStatement:
             if closed:
                 await connection.invalidate(exc)
             raise DBAPIError.instance(
-                self._sql, arguments, exc, Exception, connection_invalidated=closed
+                self._sql,
+                arguments,
+                exc,
+                Exception,
+                hide_parameters=connection.sync_engine.hide_parameters,
+                connection_invalidated=closed,
             ) from exc
 
     async def _can_run_on_driver(self, raw: Any) -> bool:
