@@ -4,7 +4,9 @@ one caller at a time, replaced after a failure, and always given back to the poo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -68,12 +70,27 @@ async def test_claims_running_at_once_on_one_store_each_get_a_connection(
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+@contextlib.asynccontextmanager
+async def connections_of(
+    database: TestDatabase, *, pin: bool = True
+) -> AsyncIterator[tuple[AsyncEngine, PinnedConnection]]:
+    """An engine of `database` and its autocommit `PinnedConnection` (pinned with `pin`);
+    unpinned and disposed of at the end."""
+    engine = create_async_engine(database.url)
+    connections = PinnedConnection(autocommit(engine))
+    if pin:
+        connections.pin()
+    try:
+        yield engine, connections
+    finally:
+        await connections.unpin()
+        await engine.dispose()
+
+
 async def test_a_pinned_connection_is_kept_across_calls_until_unpinned(
     pg_database: TestDatabase,
 ) -> None:
-    engine = create_async_engine(pg_database.url)
-    connections = PinnedConnection(autocommit(engine))
-    try:
+    async with connections_of(pg_database, pin=False) as (engine, connections):
         # Not pinned: each call has a pooled connection for itself, returned after it.
         await backend_pid(connections)
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
@@ -83,8 +100,6 @@ async def test_a_pinned_connection_is_kept_across_calls_until_unpinned(
         assert await backend_pid(connections) == first
         await connections.unpin()
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    finally:
-        await engine.dispose()
 
 
 async def test_a_pinned_connection_goes_back_to_the_pool_after_a_while(
@@ -92,15 +107,9 @@ async def test_a_pinned_connection_goes_back_to_the_pool_after_a_while(
 ) -> None:
     """So the pool's own care (recycle, pre-ping, invalidation) reaches it now and then."""
     monkeypatch.setattr(pinned, "REPIN_AFTER", timedelta(0))
-    engine = create_async_engine(pg_database.url)
-    connections = PinnedConnection(autocommit(engine))
-    connections.pin()
-    try:
+    async with connections_of(pg_database) as (engine, connections):
         await backend_pid(connections)
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    finally:
-        await connections.unpin()
-        await engine.dispose()
 
 
 async def test_a_pinned_connection_whose_backend_was_killed_is_replaced(
@@ -108,19 +117,13 @@ async def test_a_pinned_connection_whose_backend_was_killed_is_replaced(
 ) -> None:
     """The call that finds the connection dead fails (the worker's claim loop backs off and
     retries); the next call has a connection that works."""
-    worker_engine = create_async_engine(pg_database.url)
-    connections = PinnedConnection(autocommit(worker_engine))
-    connections.pin()
-    try:
+    async with connections_of(pg_database) as (engine, connections):
         doomed = await backend_pid(connections)
-        async with worker_engine.connect() as admin:
+        async with engine.connect() as admin:
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": doomed})
         with pytest.raises(DBAPIError):
             await backend_pid(connections)
         assert await backend_pid(connections) not in (0, doomed)
-    finally:
-        await connections.unpin()
-        await worker_engine.dispose()
 
 
 async def test_a_pinned_connection_whose_statement_was_cancelled_is_replaced(
@@ -128,15 +131,12 @@ async def test_a_pinned_connection_whose_statement_was_cancelled_is_replaced(
 ) -> None:
     """A cancel (a shutdown) in the middle of a statement leaves the connection unusable until
     the statement's end is read: the next call does not wait for it, nor fail on it."""
-    engine = create_async_engine(pg_database.url)
-    connections = PinnedConnection(autocommit(engine))
-    connections.pin()
+    async with connections_of(pg_database) as (_, connections):
 
-    async def sleep_in_the_database() -> None:
-        async with connections.connect() as connection:
-            await connection.execute(text("SELECT pg_sleep(30)"))
+        async def sleep_in_the_database() -> None:
+            async with connections.connect() as connection:
+                await connection.execute(text("SELECT pg_sleep(30)"))
 
-    try:
         first = await backend_pid(connections)
         sleeping = asyncio.create_task(sleep_in_the_database())
         await asyncio.sleep(0.3)
@@ -145,9 +145,6 @@ async def test_a_pinned_connection_whose_statement_was_cancelled_is_replaced(
             await sleeping
         second = await asyncio.wait_for(backend_pid(connections), timeout=10)
         assert second not in (0, first)
-    finally:
-        await connections.unpin()
-        await engine.dispose()
 
 
 def test_a_connection_pinned_under_an_ended_event_loop_is_not_lent_again(
