@@ -257,7 +257,7 @@ class Worker:
             self._listener = Listener(self.engine.url, self.queues, self._wake, self.runner.cancel)
             helpers.append(asyncio.create_task(self._listener.run(self._stopping)))
         unsubscribe = wakeup.subscribe(self.claim_loop.wake)
-        self.store.pin_connections()  # returned by `_dispose_engine` (`store.close()`)
+        self.store.pin_connections()  # returned by `_close_store`
         # Beside the lease's registration, not after it (15 ms of every start). Awaited a
         # moment at most: a database slow to accept connections is the first claim's to report.
         preparing = asyncio.create_task(self.store.prepare_claims(self.queues))
@@ -306,13 +306,14 @@ class Worker:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         await shutdown.let_go()
-        await asyncio.gather(shutdown.end_lease(), self.runner.close(), self._dispose_engine())
+        await asyncio.gather(shutdown.end_lease(), self.runner.close(), self._close_store())
         self._listener = None
         if self.was_forced or not shutdown.is_clean or self.lease.died is not None:
             self._exit_code = 1
         logger.info("worker stopped", jobs_processed=self.jobs_processed, exit_code=self._exit_code)
 
-    async def _dispose_engine(self) -> None:
+    async def _close_store(self) -> None:
+        # The store's pinned connections go back to the pool first, also to a caller's engine.
         await self.store.close()
         if self._owns_engine:
             await self.engine.dispose()
